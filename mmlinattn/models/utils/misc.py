@@ -1,0 +1,23 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""Small helpers shared by the families: stochastic depth and activation
+checkpointing."""
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from torchvision.ops import StochasticDepth
+
+
+def build_drop_path(drop_prob: float) -> nn.Module:
+    """DropPath (stochastic depth per sample), ``Identity`` when 0."""
+    return StochasticDepth(drop_prob, 'row') if drop_prob > 0 else nn.Identity()
+
+
+def checkpoint_call(fn: Callable, *args: Any, enabled: bool) -> Any:
+    """``fn(*args)``, with non-reentrant activation checkpointing when
+    ``enabled`` and any tensor argument requires grad (``with_cp``)."""
+    if enabled and any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+        return cp.checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)

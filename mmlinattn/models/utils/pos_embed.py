@@ -1,0 +1,34 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""Absolute position-embedding resizing."""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def resize_pos_embed(pos_embed: torch.Tensor,
+                     src_hw: Tuple[int, int],
+                     dst_hw: Tuple[int, int],
+                     num_extra_tokens: int = 0,
+                     mode: str = 'bilinear',
+                     align_corners: bool = False) -> torch.Tensor:
+    """Resize (1, extra + h*w, C) position embeddings to another grid.
+
+    Extra (e.g. cls) tokens are kept in front and untouched. Returns the
+    input itself when the grids are equal, so it is an exact identity at the
+    training resolution.
+    """
+    if tuple(src_hw) == tuple(dst_hw):
+        return pos_embed
+    extra = pos_embed[:, :num_extra_tokens]
+    grid = pos_embed[:, num_extra_tokens:]
+    if grid.shape[1] != src_hw[0] * src_hw[1]:
+        raise ValueError(f'position embedding has {grid.shape[1]} grid '
+                         f'tokens, not {src_hw[0]}x{src_hw[1]}')
+    C = grid.shape[-1]
+    grid = grid.reshape(1, src_hw[0], src_hw[1], C).permute(0, 3, 1, 2)
+    grid = F.interpolate(
+        grid.float(), size=tuple(dst_hw), mode=mode,
+        align_corners=align_corners).to(pos_embed.dtype)
+    grid = grid.flatten(2).transpose(1, 2)
+    return torch.cat([extra, grid], dim=1)
