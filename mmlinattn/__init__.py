@@ -26,7 +26,7 @@ from .utils.checkpoint import allow_mmengine_checkpoints  # noqa: E402
 
 allow_mmengine_checkpoints()
 
-from . import models  # noqa: E402,F401  (registers all modules)
+from . import engine, models  # noqa: E402,F401  (registers all modules)
 from .models import *  # noqa: E402,F401,F403
 
 __all__ = ['__version__', 'version_info', 'allow_mmengine_checkpoints']
