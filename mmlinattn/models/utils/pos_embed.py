@@ -27,8 +27,10 @@ def resize_pos_embed(pos_embed: torch.Tensor,
                          f'tokens, not {src_hw[0]}x{src_hw[1]}')
     C = grid.shape[-1]
     grid = grid.reshape(1, src_hw[0], src_hw[1], C).permute(0, 3, 1, 2)
+    # interpolate in at least float32 (float64 stays float64)
+    compute_dtype = torch.promote_types(grid.dtype, torch.float32)
     grid = F.interpolate(
-        grid.float(), size=tuple(dst_hw), mode=mode,
+        grid.to(compute_dtype), size=tuple(dst_hw), mode=mode,
         align_corners=align_corners).to(pos_embed.dtype)
     grid = grid.flatten(2).transpose(1, 2)
     return torch.cat([extra, grid], dim=1)

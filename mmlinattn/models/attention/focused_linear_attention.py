@@ -1,0 +1,309 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""Focused linear attention of FLatten Transformer.
+
+Han, Pan, Han, Song, Huang: "FLatten Transformer: Vision Transformer using
+Focused Linear Attention", ICCV 2023 (arXiv 2308.00442).
+"""
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch.nn.init import trunc_normal_
+
+from mmlinattn.registry import register_model
+from ..utils import resize_pos_embed
+
+Grid = Tuple[int, int]
+
+# Kernel offset added after ReLU and the normaliser epsilon of the official
+# code (LeapLabTHU/FLatten-Transformer after the 2024-05 stability rewrite).
+KERNEL_EPS = 1e-6
+NORMALISER_EPS = 1e-6
+
+
+def focusing_function(x: torch.Tensor, scale: torch.Tensor,
+                      focusing_factor: float) -> torch.Tensor:
+    """phi_p(x) = ||t|| * t**p / ||t**p|| with t = (ReLU(x) + 1e-6) / scale.
+
+    Norms run over the last (full channel) dim. ``f_p`` is homogeneous of
+    degree 1, so t is divided by its row maximum before the power: the same
+    value as the paper's formula, but t**p can neither overflow nor make the
+    denominator vanish, for any ``p`` and in half precision.
+    """
+    t = (F.relu(x) + KERNEL_EPS) / scale
+    row_max = t.amax(dim=-1, keepdim=True)
+    t = t / row_max
+    t_pow = t.pow(focusing_factor)
+    return t_pow * (
+        row_max * t.norm(dim=-1, keepdim=True) /
+        t_pow.norm(dim=-1, keepdim=True))
+
+
+def _check_grid(name: str, grid: Sequence[int]) -> Grid:
+    if (len(grid) != 2 or not all(isinstance(s, int) for s in grid)
+            or min(grid) < 1):
+        raise ValueError(f'{name} must be two positive ints (H, W), '
+                         f'got {grid!r}')
+    return int(grid[0]), int(grid[1])
+
+
+@register_model()
+class FocusedLinearAttention(BaseModule):
+    """Focused linear attention (FLatten, ICCV 2023) with depthwise-conv
+    rank restoration.
+
+    ``O = norm_rows(phi_p(Q) phi_p(K)^T) V + DWC(V)`` evaluated as
+    ``phi_p(Q) (phi_p(K)^T V)`` in O(N d^2): ``phi_p`` is
+    :func:`focusing_function` with a learnable per-channel ``scale``
+    (softplus) shared by q and k, a learnable ``positional_encoding`` is
+    added to K before the kernel, the normaliser is
+    ``phi(q_i) . mean_j phi(k_j) + 1e-6`` and the key-value product is
+    ``(K n^-1/2)^T (V n^-1/2)`` (the official fp16-safe form), and ``DWC`` is
+    one ``kernel_size`` depthwise conv of ``head_dim`` channels shared by all
+    heads. Parameter names follow the official checkpoints (``q``/``kv`` or
+    ``qkv``, ``scale``, ``positional_encoding``, ``dwc``, ``sr``, ``norm``,
+    ``proj``).
+
+    The token grid is passed to :meth:`forward` explicitly, so any H x W
+    works; ``positional_encoding`` is learnt for ``key_grid`` and resized
+    (``pos_interp_mode``, default bicubic as the official 224->384
+    fine-tune) when the key grid differs; it is used as is when it does not.
+
+    Args:
+        embed_dims: channels C.
+        num_heads: heads h (head dim C / h).
+        key_grid: (H, W) grid of key tokens that ``positional_encoding`` is
+            learnt for (the pretraining grid: PVT stage grid // ``sr_ratio``,
+            Swin window, CSwin stripe). ``None``: no positional encoding.
+        qkv_layout: ``'qkv'``: one ``qkv`` Linear(C, 3C) split [q|k|v]
+            (Swin); ``'q_kv'``: ``q`` Linear(C, C) and ``kv`` Linear(C, 2C)
+            split [k|v] (PVT, PVTv2); ``None``: the caller projects and
+            calls :meth:`attend`, and the layer has no ``proj`` (CSwin,
+            whose block holds ``qkv`` and ``proj``).
+        qkv_bias: bias of the q/k/v projections.
+        sr_ratio: PVT spatial reduction of keys/values (``sr`` Conv2d with
+            kernel = stride = ``sr_ratio`` then LayerNorm ``norm``); DWC then
+            sees V linearly interpolated back to N tokens along the
+            flattened axis, as upstream. Needs ``qkv_layout='q_kv'``.
+        focusing_factor: p > 0 (3 in every released model).
+        kernel_size: odd DWC kernel size (5 in every released model).
+        proj_drop: dropout after ``proj``.
+        fp32_attention: compute the positional encoding, focusing function,
+            normaliser and the two matmuls in float32 even under autocast or
+            for a half-precision model; the projections and DWC keep the
+            input dtype. No effect on float32 / float64 inputs.
+        pos_interp_mode: ``F.interpolate`` mode for resizing
+            ``positional_encoding``.
+        init_cfg: mmengine init config. Linear weights are initialised
+            trunc_normal(std=0.02) with zero bias, ``scale`` and
+            ``positional_encoding`` with zeros (official init) at
+            construction.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 key_grid: Optional[Sequence[int]] = None,
+                 qkv_layout: Optional[str] = 'qkv',
+                 qkv_bias: bool = True,
+                 sr_ratio: int = 1,
+                 focusing_factor: float = 3.,
+                 kernel_size: int = 5,
+                 proj_drop: float = 0.,
+                 fp32_attention: bool = True,
+                 pos_interp_mode: str = 'bicubic',
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads != 0:
+            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
+                             f'by num_heads ({num_heads})')
+        if not (isinstance(focusing_factor, (int, float))
+                and math.isfinite(focusing_factor) and focusing_factor > 0):
+            raise ValueError(
+                'focusing_factor must be a finite number > 0 (it is the '
+                'power p of the focusing function; p <= 0 flips or flattens '
+                f'the attention), got {focusing_factor!r}')
+        if (not isinstance(kernel_size, int) or kernel_size < 1
+                or kernel_size % 2 == 0):
+            raise ValueError(
+                'kernel_size must be a positive odd int so that the DWC '
+                'keeps the token grid with padding kernel_size // 2, got '
+                f'{kernel_size!r}')
+        if qkv_layout not in ('qkv', 'q_kv', None):
+            raise ValueError("qkv_layout must be 'qkv', 'q_kv' or None, got "
+                             f'{qkv_layout!r}')
+        if not isinstance(sr_ratio, int) or sr_ratio < 1:
+            raise ValueError(f'sr_ratio must be an int >= 1, got {sr_ratio!r}')
+        if sr_ratio > 1 and qkv_layout != 'q_kv':
+            raise ValueError("sr_ratio > 1 (PVT spatial reduction) needs "
+                             "qkv_layout='q_kv'")
+
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.qkv_layout = qkv_layout
+        self.sr_ratio = sr_ratio
+        self.focusing_factor = float(focusing_factor)
+        self.kernel_size = kernel_size
+        self.fp32_attention = fp32_attention
+        self.pos_interp_mode = pos_interp_mode
+
+        if qkv_layout == 'qkv':
+            self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        elif qkv_layout == 'q_kv':
+            self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+            self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(
+                embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(embed_dims)
+
+        self.scale = nn.Parameter(torch.zeros(1, 1, embed_dims))
+        if key_grid is None:
+            self.key_grid = None
+            self.positional_encoding = None
+        else:
+            self.key_grid = _check_grid('key_grid', key_grid)
+            self.positional_encoding = nn.Parameter(
+                torch.zeros(1, self.key_grid[0] * self.key_grid[1],
+                            embed_dims))
+        self.dwc = nn.Conv2d(
+            self.head_dims,
+            self.head_dims,
+            kernel_size,
+            padding=kernel_size // 2,
+            groups=self.head_dims)
+        if qkv_layout is not None:
+            self.proj = nn.Linear(embed_dims, embed_dims)
+            self.proj_drop = nn.Dropout(proj_drop)
+
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # -------------------------------------------------------------- pieces
+    def project(
+            self, x: torch.Tensor,
+            hw: Grid) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Grid]:
+        """(B, N, C) tokens on grid ``hw`` -> q (B, N, C), k and v
+        (B, n, C) and the key grid (``hw`` reduced by ``sr_ratio``)."""
+        B, N, C = x.shape
+        H, W = hw
+        if N != H * W:
+            raise ValueError(f'FocusedLinearAttention got {N} tokens for a '
+                             f'{H}x{W} grid; pass hw=(H, W) with H*W == N')
+        if self.qkv_layout == 'qkv':
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            return q, k, v, (H, W)
+        if self.qkv_layout is None:
+            raise RuntimeError('qkv_layout=None: project q, k, v yourself '
+                               'and call attend()')
+        q = self.q(x)
+        kv_hw = (H, W)
+        if self.sr_ratio > 1:
+            if min(H, W) < self.sr_ratio:
+                raise ValueError(
+                    f'a {H}x{W} token grid is smaller than sr_ratio='
+                    f'{self.sr_ratio}; use a larger input')
+            x = self.sr(x.transpose(1, 2).reshape(B, C, H, W))
+            kv_hw = (x.shape[2], x.shape[3])
+            x = self.norm(x.flatten(2).transpose(1, 2))
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return q, k, v, kv_hw
+
+    def key_positional_encoding(self, kv_hw: Grid) -> Optional[torch.Tensor]:
+        """``positional_encoding`` for a key grid (resized only if it
+        differs from ``key_grid``)."""
+        if self.positional_encoding is None:
+            return None
+        return resize_pos_embed(
+            self.positional_encoding,
+            self.key_grid,
+            kv_hw,
+            mode=self.pos_interp_mode)
+
+    def focused_features(self, q: torch.Tensor, k: torch.Tensor,
+                         kv_hw: Grid) -> Tuple[torch.Tensor, torch.Tensor]:
+        """phi_p(q) and phi_p(k + positional_encoding), (B, *, C)."""
+        pos = self.key_positional_encoding(kv_hw)
+        if pos is not None:
+            k = k + pos
+        scale = F.softplus(self.scale)
+        return (focusing_function(q, scale, self.focusing_factor),
+                focusing_function(k, scale, self.focusing_factor))
+
+    def _linear_attention(self, q: torch.Tensor, k: torch.Tensor,
+                          v: torch.Tensor, kv_hw: Grid) -> torch.Tensor:
+        B, N, C = q.shape
+        n = k.shape[1]
+        h, d = self.num_heads, self.head_dims
+        q, k = self.focused_features(q, k, kv_hw)
+        q = q.view(B, N, h, d).transpose(1, 2)
+        k = k.view(B, n, h, d).transpose(1, 2)
+        v = v.reshape(B, n, h, d).transpose(1, 2)
+        # One pass over q for numerator and normaliser: the mean key is an
+        # extra column next to the (d, d) key-value product.
+        kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
+        kv = torch.cat([kv, k.mean(dim=-2).unsqueeze(-1)], dim=-1)
+        out = q @ kv
+        out = out[..., :d] / (out[..., d:] + NORMALISER_EPS)
+        return out.transpose(1, 2).reshape(B, N, C)
+
+    def attend(self,
+               q: torch.Tensor,
+               k: torch.Tensor,
+               v: torch.Tensor,
+               hw: Grid,
+               kv_hw: Optional[Grid] = None) -> torch.Tensor:
+        """Attention plus DWC(V), before ``proj``.
+
+        Args:
+            q: (B, N, C) queries on grid ``hw``.
+            k, v: (B, n, C) keys and values on grid ``kv_hw`` (default
+                ``hw``).
+        Returns:
+            (B, N, C), in the dtype of ``v``.
+        """
+        B, N, C = q.shape
+        kv_hw = hw if kv_hw is None else kv_hw
+        n = k.shape[1]
+        if N != hw[0] * hw[1] or n != kv_hw[0] * kv_hw[1]:
+            raise ValueError(f'{N} queries / {n} keys do not match the grids '
+                             f'{tuple(hw)} / {tuple(kv_hw)}')
+        if self.fp32_attention and v.dtype in (torch.float16, torch.bfloat16):
+            with torch.autocast(device_type=v.device.type, enabled=False):
+                x = self._linear_attention(q.float(), k.float(), v.float(),
+                                           kv_hw).to(v.dtype)
+        else:
+            x = self._linear_attention(q, k, v, kv_hw)
+        return x + self._dwc(v, hw)
+
+    def _dwc(self, v: torch.Tensor, hw: Grid) -> torch.Tensor:
+        """Head-shared depthwise conv on V, (B, n, C) -> (B, N, C)."""
+        B, n, C = v.shape
+        H, W = hw
+        h, d = self.num_heads, self.head_dims
+        v = v.reshape(B, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, n)
+        if n != H * W:  # spatial reduction: 1-D token interpolation
+            v = F.interpolate(
+                v.reshape(B * h, d, n), size=H * W, mode='linear')
+        v = self.dwc(v.reshape(B * h, d, H, W))
+        return v.reshape(B, C, H * W).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
+        """(B, N, C) tokens on the (H, W) grid ``hw`` -> (B, N, C)."""
+        q, k, v, kv_hw = self.project(x, hw)
+        x = self.attend(q, k, v, hw, kv_hw)
+        return self.proj_drop(self.proj(x))
+
+    def extra_repr(self) -> str:
+        return (f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, '
+                f'key_grid={self.key_grid}, sr_ratio={self.sr_ratio}, '
+                f'focusing_factor={self.focusing_factor}, '
+                f'kernel_size={self.kernel_size}, '
+                f'fp32_attention={self.fp32_attention}')

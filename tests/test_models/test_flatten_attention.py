@@ -1,0 +1,278 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""FocusedLinearAttention against a direct O(N^2) evaluation of the FLatten
+formula, plus construction errors, grids, precision and registration."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.registry import MODELS as ROOT_MODELS
+
+from mmlinattn.models.attention import FocusedLinearAttention
+from mmlinattn.registry import MODELS
+
+
+def randomise(layer: FocusedLinearAttention, seed: int = 0) -> None:
+    """Non-trivial values for the zero-initialised parameters too."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+
+
+def phi_paper(x, scale, p):
+    """phi_p of the paper: ||t|| t**p / ||t**p||, t = (ReLU(x)+1e-6)/s."""
+    t = (F.relu(x) + 1e-6) / F.softplus(scale)
+    return t.norm(
+        dim=-1, keepdim=True) * t**p / (t**p).norm(
+            dim=-1, keepdim=True)
+
+
+def interp_tokens(v, size):
+    """1-D linear resampling (half-pixel centres) of (B, n, C) tokens."""
+    n = v.shape[1]
+    pos = ((torch.arange(size, dtype=v.dtype) + 0.5) * n / size - 0.5).clamp(
+        0, n - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    w = (pos - lo).view(1, -1, 1)
+    return v[:, lo] * (1 - w) + v[:, hi] * w
+
+
+def reference(layer, x, hw, pos=None):
+    """Direct quadratic evaluation: row-normalised phi(Q) phi(K)^T V per
+    head plus a head-shared depthwise conv on V, then proj."""
+    B, N, C = x.shape
+    H, W = hw
+    h = layer.num_heads
+    d = C // h
+    if layer.qkv_layout == 'qkv':
+        q, k, v = layer.qkv(x).split(C, dim=-1)
+        kv_grid = hw
+    else:
+        q = layer.q(x)
+        src = x
+        kv_grid = hw
+        if layer.sr_ratio > 1:
+            s = layer.sr_ratio
+            src = layer.sr(x.transpose(1, 2).reshape(B, C, H, W))
+            kv_grid = src.shape[-2:]
+            src = layer.norm(src.flatten(2).transpose(1, 2))
+        k, v = layer.kv(src).split(C, dim=-1)
+    n = k.shape[1]
+    if pos is None:
+        pos = layer.positional_encoding
+    phi_q = phi_paper(q, layer.scale, layer.focusing_factor)
+    phi_k = phi_paper(k + pos, layer.scale, layer.focusing_factor)
+    out = torch.empty_like(q)
+    for head in range(h):
+        sl = slice(head * d, (head + 1) * d)
+        sim = phi_q[..., sl] @ phi_k[..., sl].transpose(1, 2)  # (B, N, n)
+        # the official normaliser adds 1e-6 to q.mean(k): n * 1e-6 here
+        out[..., sl] = (sim @ v[..., sl]) / (
+            sim.sum(-1, keepdim=True) + n * 1e-6)
+    v_full = v if n == N else interp_tokens(v, N)
+    weight = layer.dwc.weight.repeat(h, 1, 1, 1)
+    bias = layer.dwc.bias.repeat(h)
+    conv = F.conv2d(
+        v_full.transpose(1, 2).reshape(B, C, H, W),
+        weight,
+        bias,
+        padding=layer.kernel_size // 2,
+        groups=C)
+    out = out + conv.flatten(2).transpose(1, 2)
+    return layer.proj(out), tuple(kv_grid)
+
+
+CASES = [
+    # layout, C, heads, grid, sr, p, kernel
+    ('qkv', 24, 3, (5, 7), 1, 3, 5),
+    ('qkv', 16, 1, (6, 6), 1, 2.5, 3),
+    ('qkv', 16, 2, (4, 9), 1, 32, 7),
+    ('q_kv', 20, 2, (7, 5), 1, 3, 5),
+    ('q_kv', 16, 2, (8, 6), 2, 3, 5),
+    ('q_kv', 16, 4, (9, 11), 3, 4, 5),
+]
+
+
+@pytest.mark.parametrize('layout,C,heads,grid,sr,p,kernel', CASES)
+def test_matches_quadratic_reference_fp64(layout, C, heads, grid, sr, p,
+                                          kernel):
+    H, W = grid
+    key_grid = (H // sr, W // sr)
+    layer = FocusedLinearAttention(
+        C,
+        heads,
+        key_grid=key_grid,
+        qkv_layout=layout,
+        sr_ratio=sr,
+        focusing_factor=p,
+        kernel_size=kernel).double().eval()
+    randomise(layer)
+    x = torch.randn(2, H * W, C, dtype=torch.float64) * 2
+    with torch.no_grad():
+        ours = layer(x, grid)
+        ref, kv_grid = reference(layer, x, grid)
+    assert kv_grid == key_grid
+    assert ours.shape == (2, H * W, C)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_positional_encoding_resize():
+    layer = FocusedLinearAttention(16, 2, key_grid=(4, 4)).double().eval()
+    randomise(layer)
+    # same grid: the parameter itself, no interpolation
+    assert layer.key_positional_encoding((4, 4)) is layer.positional_encoding
+    x = torch.randn(1, 5 * 7, 16, dtype=torch.float64)
+    grid = layer.positional_encoding.reshape(1, 4, 4, 16).permute(0, 3, 1, 2)
+    resized = F.interpolate(grid, size=(5, 7), mode='bicubic')
+    resized = resized.flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        ours = layer(x, (5, 7))
+        ref, _ = reference(layer, x, (5, 7), pos=resized)
+        wrong, _ = reference(layer, x, (5, 7), pos=torch.zeros_like(resized))
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(ours, wrong)
+
+
+def test_no_positional_encoding_and_external_projection():
+    """qkv_layout=None (CSwin): the caller projects and calls attend()."""
+    layer = FocusedLinearAttention(
+        16, 2, key_grid=None, qkv_layout=None).double()
+    assert layer.positional_encoding is None
+    assert not hasattr(layer, 'proj') and not hasattr(layer, 'qkv')
+    names = {name for name, _ in layer.named_parameters()}
+    assert names == {'scale', 'dwc.weight', 'dwc.bias'}
+    q, k, v = torch.randn(3, 2, 12, 16, dtype=torch.float64)
+    full = FocusedLinearAttention(16, 2, key_grid=(3, 4)).double()
+    full.load_state_dict(layer.state_dict(), strict=False)
+    with torch.no_grad():
+        full.positional_encoding.zero_()
+        full.qkv.weight.copy_(torch.eye(16).repeat(3, 1))
+        full.qkv.bias.zero_()
+        full.proj.weight.copy_(torch.eye(16))
+        full.proj.bias.zero_()
+        x = torch.randn(2, 12, 16, dtype=torch.float64)
+        expected = full(x, (3, 4))
+        got = layer.attend(x, x, x, (3, 4))
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(RuntimeError, match='attend'):
+        layer(x, (3, 4))
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match='focusing_factor must be'):
+        FocusedLinearAttention(16, 2, focusing_factor=0)
+    with pytest.raises(ValueError, match='focusing_factor must be'):
+        FocusedLinearAttention(16, 2, focusing_factor=-3)
+    with pytest.raises(ValueError, match='kernel_size must be a positive odd'):
+        FocusedLinearAttention(16, 2, kernel_size=4)
+    with pytest.raises(ValueError, match='divisible by num_heads'):
+        FocusedLinearAttention(18, 4)
+    with pytest.raises(ValueError, match="needs qkv_layout='q_kv'"):
+        FocusedLinearAttention(16, 2, sr_ratio=2)
+    with pytest.raises(ValueError, match='key_grid'):
+        FocusedLinearAttention(16, 2, key_grid=(0, 4))
+    layer = FocusedLinearAttention(16, 2, key_grid=(4, 4))
+    with pytest.raises(ValueError, match='hw=\\(H, W\\)'):
+        layer(torch.randn(1, 15, 16), (4, 4))
+    reducer = FocusedLinearAttention(
+        16, 2, key_grid=(2, 2), qkv_layout='q_kv', sr_ratio=4)
+    with pytest.raises(ValueError, match='smaller than sr_ratio'):
+        reducer(torch.randn(1, 6, 16), (2, 3))
+
+
+def naive_fp16_linear_attention(q, k, v):
+    """Original (2023) formulation: un-normalised sums, no fp32 island."""
+    z = 1 / (q @ k.sum(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
+    return (q @ (k.transpose(-2, -1) @ v)) * z
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_autocast_is_finite_where_naive_overflows(dtype):
+    torch.manual_seed(0)
+    layer = FocusedLinearAttention(32, 1, key_grid=(40, 40)).eval()
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.normal_(0, 0.5)
+    x = torch.randn(1, 1600, 32) * 10
+    with torch.no_grad():
+        expected = layer(x, (40, 40))
+        with torch.autocast('cpu', dtype=dtype):
+            got = layer(x, (40, 40))
+        layer.fp32_attention = False
+        with torch.autocast('cpu', dtype=dtype):
+            unprotected = layer(x, (40, 40))
+        # the same focused features through the 2023 formula in half
+        q, k, v, grid = layer.project(x, (40, 40))
+        phi_q, phi_k = layer.focused_features(q, k, grid)
+        naive = naive_fp16_linear_attention(phi_q.half(), phi_k.half(),
+                                            v.half())
+    assert not naive.isfinite().all()
+    if dtype is torch.float16:
+        # even the mean / n^-1/2 form overflows in the fp16 normaliser
+        assert not unprotected.isfinite().all()
+    assert got.dtype == dtype and got.isfinite().all()
+    rel = (got.float() - expected).abs().max() / expected.abs().max()
+    assert rel < 1e-2
+
+
+@pytest.mark.parametrize('fp32_attention', [True, False])
+def test_pure_half_model_is_finite(fp32_attention):
+    torch.manual_seed(0)
+    layer = FocusedLinearAttention(
+        32,
+        2,
+        key_grid=(24, 24),
+        focusing_factor=8,
+        fp32_attention=fp32_attention).eval()
+    x = torch.randn(1, 576, 32) * 10
+    with torch.no_grad():
+        expected = layer(x, (24, 24))
+        got = layer.half()(x.half(), (24, 24))
+    assert got.dtype == torch.float16 and got.isfinite().all()
+    rel = (got.float() - expected).abs().max() / expected.abs().max()
+    assert rel < 2e-2
+
+
+def test_backward_reaches_every_parameter():
+    layer = FocusedLinearAttention(
+        16, 2, key_grid=(3, 3), qkv_layout='q_kv', sr_ratio=2)
+    x = torch.randn(2, 36, 16, requires_grad=True)
+    layer(x, (6, 6)).sum().backward()
+    for name, param in layer.named_parameters():
+        assert param.grad is not None and param.grad.isfinite().all(), name
+        assert param.grad.abs().sum() > 0, name
+    assert x.grad.isfinite().all()
+
+
+def test_parameter_layout_matches_official_keys():
+    swin = FocusedLinearAttention(96, 3, key_grid=(56, 56))
+    shapes = {k: tuple(v.shape) for k, v in swin.state_dict().items()}
+    assert shapes == {
+        'qkv.weight': (288, 96),
+        'qkv.bias': (288, ),
+        'scale': (1, 1, 96),
+        'positional_encoding': (1, 3136, 96),
+        'dwc.weight': (32, 1, 5, 5),
+        'dwc.bias': (32, ),
+        'proj.weight': (96, 96),
+        'proj.bias': (96, ),
+    }
+    pvt = FocusedLinearAttention(
+        64, 1, key_grid=(7, 7), qkv_layout='q_kv', sr_ratio=8)
+    assert sorted(pvt.state_dict()) == sorted([
+        'q.weight', 'q.bias', 'kv.weight', 'kv.bias', 'sr.weight', 'sr.bias',
+        'norm.weight', 'norm.bias', 'scale', 'positional_encoding',
+        'dwc.weight', 'dwc.bias', 'proj.weight', 'proj.bias'
+    ])
+    assert pvt.norm.eps == 1e-5
+    assert (swin.scale == 0).all() and (swin.positional_encoding == 0).all()
+
+
+@pytest.mark.parametrize('registry,name',
+                         [(MODELS, 'FocusedLinearAttention'),
+                          (ROOT_MODELS, 'FocusedLinearAttention'),
+                          (ROOT_MODELS, 'mmlinattn.FocusedLinearAttention')])
+def test_registered(registry, name):
+    layer = registry.build(
+        dict(type=name, embed_dims=16, num_heads=2, key_grid=(2, 2)))
+    assert isinstance(layer, FocusedLinearAttention)
