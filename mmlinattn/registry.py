@@ -8,19 +8,42 @@ registry so that the unprefixed ``type='SOFT'`` resolves too: mmdet, mmseg
 and mmpretrain registries are siblings that only consult their parent chain
 (see ``spec/openmmlab.md`` §3).
 """
+import difflib
 from typing import Callable, Optional, Type
 
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-MODELS = Registry(
+class _ListingRegistry(Registry):
+    """A registry whose failed look-ups name the registered modules (and the
+    closest match) instead of returning ``None`` silently."""
+
+    def get(self, key: str) -> Optional[Type]:
+        obj = super().get(key)
+        if obj is None:
+            names = sorted(self.module_dict)
+            close = difflib.get_close_matches(
+                key.split('.')[-1], names, n=1)
+            hint = f' Did you mean {close[0]!r}?' if close else ''
+            raise KeyError(f'{key!r} is not registered in {self.scope}::'
+                           f'{self.name}.{hint} Valid names: {names}')
+        return obj
+
+    def __contains__(self, key: str) -> bool:
+        try:
+            return super().get(key) is not None
+        except KeyError:
+            return False
+
+
+MODELS = _ListingRegistry(
     'model',
     parent=MMENGINE_MODELS,
     scope='mmlinattn',
     locations=['mmlinattn.models'])
 
-MODEL_WRAPPERS = Registry(
+MODEL_WRAPPERS = _ListingRegistry(
     'model_wrapper',
     parent=MMENGINE_MODEL_WRAPPERS,
     scope='mmlinattn',

@@ -3,6 +3,7 @@
 Runner starts, so that common mistakes fail early with an error that names
 the fix instead of deep inside a dataloader worker or an optimizer wrapper.
 """
+import difflib
 import os.path as osp
 from typing import Iterator, List, Optional, Tuple
 
@@ -96,10 +97,47 @@ def device_problems(cfg: Config, distributed: bool) -> List[str]:
     return problems
 
 
+def unknown_model_types(cfg: Config) -> List[str]:
+    """``model.type`` / ``model.backbone.type`` that resolve in no registry
+    of the config's scope, with the valid mmlinattn names."""
+    from mmengine.registry import MODELS as ROOT_MODELS
+
+    from mmlinattn.registry import MODELS
+    model = cfg.get('model')
+    if not isinstance(model, dict):
+        return []
+    problems = []
+    scope = model.get('_scope_', cfg.get('default_scope', 'mmengine'))
+    backbone = model.get('backbone')
+    for where, part in (('model', model), ('model.backbone', backbone)):
+        if not isinstance(part, dict) or not isinstance(
+                part.get('type'), str):
+            continue
+        part_scope = part.get('_scope_', scope)
+        with ROOT_MODELS.switch_scope_and_registry(part_scope) as registry:
+            try:
+                found = registry.get(part['type'])
+            except KeyError:
+                found = None
+        if found is None:
+            ours = sorted(n for n, c in MODELS.module_dict.items()
+                          if 'backbones' in c.__module__)
+            close = difflib.get_close_matches(
+                part['type'].split('.')[-1], list(MODELS.module_dict), n=1)
+            hint = f' Did you mean {close[0]!r}?' if close else ''
+            problems.append(
+                f'{where}.type={part["type"]!r} is not registered in scope '
+                f'{part_scope!r} (is its package in custom_imports?).{hint} '
+                f'mmlinattn backbones: {ours}')
+    return problems
+
+
 def check_config(cfg: Config, loader_keys: Tuple[str, ...],
                  distributed: bool) -> None:
-    """Raise one error listing every problem found (data and device)."""
-    problems = device_problems(cfg, distributed)
+    """Raise one error listing every problem found (model names, data and
+    device)."""
+    problems = unknown_model_types(cfg)
+    problems += device_problems(cfg, distributed)
     problems += missing_data_paths(cfg, loader_keys)
     if problems:
         raise RuntimeError('Config check failed:\n  - ' +
