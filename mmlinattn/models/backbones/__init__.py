@@ -2,5 +2,7 @@
 """Backbones, one file per model family, registered in ``MODELS``."""
 
 __all__ = []
+from .litv2 import LITv2  # noqa: E402
+__all__ += ['LITv2']
 from .flatten_pvt import FLattenPVT, FLattenPVTv2  # noqa: E402
 __all__ += ['FLattenPVT', 'FLattenPVTv2']

@@ -1,0 +1,476 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""LITv2: HiLo attention and deformable token merging.
+
+Pan, Cai, Zhuang. "Fast Vision Transformers with HiLo Attention."
+NeurIPS 2022. https://arxiv.org/abs/2205.13213 (official code:
+https://github.com/ziplab/LITv2). Deformable token merging comes from LITv1
+(Pan et al., AAAI 2022, https://arxiv.org/abs/2105.14217).
+
+Module and parameter names equal the official ones, so official
+classification, detection and segmentation state dicts map 1:1 (see
+:func:`convert_litv2_official`).
+"""
+import math
+from collections import OrderedDict
+from typing import (Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
+                    Union)
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops import deform_conv2d
+
+from mmlinattn.registry import register_model
+from ..attention.hilo_attention import HiLoAttention
+from ..utils import (ConvPatchEmbed, DWConv, LinAttnBackbone, Mlp,
+                     build_drop_path, checkpoint_call, tokens_to_nchw)
+
+Size2 = Tuple[int, int]
+
+
+def deform_conv2d_pytorch(x: torch.Tensor,
+                          offset: torch.Tensor,
+                          weight: torch.Tensor,
+                          bias: Optional[torch.Tensor] = None,
+                          stride: Size2 = (1, 1),
+                          padding: Size2 = (0, 0),
+                          dilation: Size2 = (1, 1)) -> torch.Tensor:
+    """DCNv1 (one offset group, ``groups=1``) from ``F.grid_sample`` and a
+    matmul; numerically the forward of :func:`torchvision.ops.deform_conv2d`.
+
+    Offsets are laid out as torchvision's (channel ``2k`` = dy, ``2k+1`` =
+    dx for tap ``k = i * kw + j``); a sample at (y, x) is bilinear, each
+    corner outside the map counting as 0 (``grid_sample`` with zero padding
+    and ``align_corners=False`` implements exactly that rule). Used for ONNX
+    export, where torchvision's op has no exporter; every op here has an
+    ONNX equivalent (``GridSample`` is opset 16).
+    """
+    B, C, H, W = x.shape
+    C_out, C_in, kh, kw = weight.shape
+    if C_in != C:
+        raise ValueError('deform_conv2d_pytorch supports groups=1 only')
+    K = kh * kw
+    Ho, Wo = offset.shape[-2:]
+    if offset.shape[1] != 2 * K:
+        raise ValueError('deform_conv2d_pytorch supports one offset group: '
+                         f'offset must have {2 * K} channels')
+    dtype, device = x.dtype, x.device
+    # Undeformed sampling positions of every tap: (K, Ho, Wo).
+    oy = torch.arange(Ho, dtype=dtype, device=device) * stride[0] - padding[0]
+    ox = torch.arange(Wo, dtype=dtype, device=device) * stride[1] - padding[1]
+    ty = torch.arange(kh, dtype=dtype, device=device) * dilation[0]
+    tx = torch.arange(kw, dtype=dtype, device=device) * dilation[1]
+    tap_y, tap_x = torch.meshgrid(ty, tx, indexing='ij')
+    base_y = tap_y.reshape(K, 1, 1) + oy.view(1, Ho, 1)
+    base_x = tap_x.reshape(K, 1, 1) + ox.view(1, 1, Wo)
+    offset = offset.view(B, K, 2, Ho, Wo)
+    y = base_y + offset[:, :, 0]  # (B, K, Ho, Wo)
+    x_pos = base_x + offset[:, :, 1]
+    # Pixel centres -> [-1, 1] for align_corners=False.
+    grid = torch.stack(((2 * x_pos + 1) / W - 1, (2 * y + 1) / H - 1), -1)
+    sampled = F.grid_sample(
+        x,
+        grid.view(B, K * Ho, Wo, 2),
+        mode='bilinear',
+        padding_mode='zeros',
+        align_corners=False)  # (B, C, K*Ho, Wo)
+    cols = sampled.view(B, C * K, Ho * Wo)
+    out = torch.matmul(weight.reshape(C_out, C * K), cols)
+    if bias is not None:
+        out = out + bias.view(1, C_out, 1)
+    return out.view(B, C_out, Ho, Wo)
+
+
+def deform_conv2d_flop_jit(inputs: list, outputs: list) -> int:
+    """``mmengine.analysis`` handle for ``torchvision::deform_conv2d``:
+    multiply-accumulates of the convolution itself (as for a plain conv),
+    bilinear sampling excluded. Register with
+    ``FlopAnalyzer(...).set_op_handle('torchvision::deform_conv2d',
+    deform_conv2d_flop_jit)``."""
+    from mmengine.analysis.jit_handles import get_shape
+    weight_shape = get_shape(inputs[1])
+    out_shape = get_shape(outputs[0])
+    return math.prod(out_shape) * math.prod(weight_shape[1:])
+
+
+class DeformableConv2d(nn.Module):
+    """DCNv1 with its offset-predicting conv (``DeformConv2dPack``).
+
+    Parameters ``weight``, ``bias`` and ``conv_offset`` (zero-initialised
+    conv predicting ``2 * k * k`` offsets) have the names and layouts of the
+    official LITv2 / mmcv modules. Runs on
+    :func:`torchvision.ops.deform_conv2d` (CPU and CUDA, any batch size),
+    and on :func:`deform_conv2d_pytorch` while exporting to ONNX.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: int = 2,
+                 stride: int = 2,
+                 padding: int = 0):
+        super().__init__()
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels))
+        self.conv_offset = nn.Conv2d(in_channels, 2 * kernel_size**2,
+                                     kernel_size, stride, padding)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(self.weight[0].numel())
+        nn.init.uniform_(self.bias, -bound, bound)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset = self.conv_offset(x)
+        if torch.onnx.is_in_onnx_export():
+            return deform_conv2d_pytorch(x, offset, self.weight, self.bias,
+                                         self.stride, self.padding)
+        # Half precision runs in fp32, as torchvision's CUDA autocast rule
+        # and the official apex float_function do (there is no CPU bf16
+        # kernel and no CPU autocast rule).
+        out_dtype = x.dtype
+        compute_dtype = torch.promote_types(out_dtype, torch.float32)
+        out = deform_conv2d(
+            x.to(compute_dtype),
+            offset.to(compute_dtype),
+            self.weight.to(compute_dtype),
+            self.bias.to(compute_dtype),
+            stride=self.stride,
+            padding=self.padding)
+        return out.to(out_dtype)
+
+
+class DeformableTokenMerging(nn.Module):
+    """DTM: 2x2 stride-2 deformable conv -> BatchNorm -> GELU on a token
+    grid (official ``DTM``; odd sides are floored like the official dense
+    code)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.dconv = DeformableConv2d(in_channels, out_channels, 2, 2, 0)
+        self.norm_layer = nn.BatchNorm2d(out_channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor,
+                hw: Size2) -> Tuple[torch.Tensor, Size2]:
+        x = self.act(self.norm_layer(self.dconv(tokens_to_nchw(x, hw))))
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
+class ConvFFNBlock(nn.Module):
+    """``x + DropPath(ConvFFN(norm2(x)))``: the attention-free block of
+    LITv2's first stages (the only norm is named ``norm2`` as upstream)."""
+
+    def __init__(self,
+                 embed_dims: int,
+                 mlp_ratio: float = 4.,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False):
+        super().__init__()
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.mlp = Mlp(
+            embed_dims,
+            int(embed_dims * mlp_ratio),
+            drop=drop_rate,
+            use_dwconv=True)
+        self.drop_path = build_drop_path(drop_path_rate)
+        self.with_cp = with_cp
+
+    def forward(self, x: torch.Tensor, hw: Size2) -> torch.Tensor:
+        return checkpoint_call(self._forward, x, hw, enabled=self.with_cp)
+
+    def _forward(self, x: torch.Tensor, hw: Size2) -> torch.Tensor:
+        return x + self.drop_path(self.mlp(self.norm2(x), hw))
+
+
+class HiLoBlock(ConvFFNBlock):
+    """``x + DropPath(HiLo(norm1(x)))`` followed by the ConvFFN block."""
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 window_size: int,
+                 alpha: float,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 mlp_ratio: float = 4.,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False):
+        super().__init__(embed_dims, mlp_ratio, drop_rate, drop_path_rate,
+                         with_cp)
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.attn = HiLoAttention(embed_dims, num_heads, window_size, alpha,
+                                  qkv_bias, qk_scale)
+
+    def _forward(self, x: torch.Tensor, hw: Size2) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), hw))
+        return super()._forward(x, hw)
+
+
+class LITv2Stage(nn.Module):
+    """``blocks`` at one resolution and the ``downsample`` (DTM) that feeds
+    the next stage; the stage output is taken before ``downsample``."""
+
+    def __init__(self, blocks: List[nn.Module],
+                 downsample: Optional[DeformableTokenMerging]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor, hw: Size2) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, hw)
+        return x
+
+
+@register_model()
+class LITv2(LinAttnBackbone):
+    """LITv2 backbone (Pan et al., NeurIPS 2022).
+
+    Four stages at strides 4/8/16/32: a 4x4 conv patch embedding, ConvFFN
+    blocks in the stages without attention (``has_msa``), HiLo blocks in the
+    others (``local_ws`` window per stage; 1 = global attention) and
+    deformable token merging between stages. Outputs are NCHW maps of the
+    ``out_indices`` stages, each through a LayerNorm ``norm{i}``, except
+    stage 0 when ``with_stage0_norm=False``: the official detection
+    checkpoints have no ``norm0``, the segmentation ones do. The final
+    classification norm is ``norm3``.
+
+    Any input size works: the image is zero-padded to a multiple of
+    ``patch_size``, HiLo pads its maps to multiples of the window, and DTM
+    floors odd sides (official dense behaviour); the input must be large
+    enough for the last requested stage to be non-empty (29 px per side for
+    stage 3).
+
+    Args:
+        arch: ``'small'``/``'s'``, ``'medium'``/``'m'``, ``'base'``/``'b'``
+            or a dict with ``embed_dims`` (int, doubled per stage, or one per
+            stage), ``depths`` and ``num_heads``.
+        in_channels: image channels.
+        patch_size: patch-embedding stride.
+        mlp_ratio: ConvFFN hidden ratio.
+        qkv_bias: bias in the HiLo q/k/v projections.
+        qk_scale: overrides ``head_dim ** -0.5``.
+        alpha: fraction of Lo-Fi heads in every HiLo layer.
+        local_ws: HiLo window size per stage (ignored where ``has_msa`` is
+            false). ``(0, 0, 4, 1)`` gives the ``ws4`` detection variants;
+            the ImageNet weights (trained with 2) load unchanged.
+        has_msa: which stages use HiLo blocks.
+        drop_rate: dropout inside the ConvFFN.
+        drop_path_rate: stochastic depth, linear over all blocks.
+        out_indices: stages to output.
+        with_stage0_norm: add ``norm0`` when stage 0 is an output.
+        frozen_stages: freeze the patch embedding and stages
+            ``0..frozen_stages-1`` (with their DTM and output norms).
+        norm_eval: keep DTM BatchNorms in eval mode while training.
+        with_cp: activation checkpointing in every block.
+        pretrained: deprecated, use ``init_cfg``.
+        init_cfg: e.g. ``dict(type='Pretrained', checkpoint=...,
+            prefix='backbone.')`` for a converted checkpoint.
+    """
+    arch_zoo = {
+        **dict.fromkeys(['s', 'small'], {
+            'embed_dims': 96,
+            'depths': [2, 2, 6, 2],
+            'num_heads': [3, 6, 12, 24]
+        }),
+        **dict.fromkeys(['m', 'medium'], {
+            'embed_dims': 96,
+            'depths': [2, 2, 18, 2],
+            'num_heads': [3, 6, 12, 24]
+        }),
+        **dict.fromkeys(['b', 'base'], {
+            'embed_dims': 128,
+            'depths': [2, 2, 18, 2],
+            'num_heads': [4, 8, 16, 32]
+        }),
+    }
+    essential_keys = ('embed_dims', 'depths', 'num_heads')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'small',
+                 in_channels: int = 3,
+                 patch_size: int = 4,
+                 mlp_ratio: float = 4.,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 alpha: float = 0.9,
+                 local_ws: Sequence[int] = (0, 0, 2, 1),
+                 has_msa: Sequence[bool] = (False, False, True, True),
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.2,
+                 out_indices: Union[int, Sequence[int]] = (3, ),
+                 with_stage0_norm: bool = False,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 pretrained: Optional[str] = None,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(out_indices, frozen_stages, norm_eval, pretrained,
+                         init_cfg)
+        arch = self.resolve_arch(arch)
+        depths, num_heads = list(arch['depths']), list(arch['num_heads'])
+        dims = arch['embed_dims']
+        if isinstance(dims, int):
+            dims = [dims * 2**i for i in range(self.num_stages)]
+        for name, value in (('depths', depths), ('num_heads', num_heads),
+                            ('embed_dims', dims), ('local_ws', local_ws),
+                            ('has_msa', has_msa)):
+            if len(value) != self.num_stages:
+                raise ValueError(f'{name} needs one entry per stage '
+                                 f'({self.num_stages}), got {list(value)}')
+        self.num_features = list(dims)
+        self.patch_size = patch_size
+        self.with_stage0_norm = with_stage0_norm
+
+        self.patch_embed = ConvPatchEmbed(
+            in_channels,
+            dims[0],
+            kernel_size=patch_size,
+            stride=patch_size,
+            pad_to_stride=True)
+        dpr = torch.linspace(
+            0, drop_path_rate, sum(depths), device='cpu').tolist()
+        self.layers = nn.ModuleList()
+        for i in range(self.num_stages):
+            rates = dpr[sum(depths[:i]):sum(depths[:i + 1])]
+            if has_msa[i]:
+                blocks = [
+                    HiLoBlock(dims[i], num_heads[i], local_ws[i], alpha,
+                              qkv_bias, qk_scale, mlp_ratio, drop_rate, rate,
+                              with_cp) for rate in rates
+                ]
+            else:
+                blocks = [
+                    ConvFFNBlock(dims[i], mlp_ratio, drop_rate, rate, with_cp)
+                    for rate in rates
+                ]
+            downsample = DeformableTokenMerging(
+                dims[i], dims[i + 1]) if i < self.num_stages - 1 else None
+            self.layers.append(LITv2Stage(blocks, downsample))
+
+        for i in self.out_indices:
+            if i > 0 or with_stage0_norm:
+                self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
+        self.apply(self._init_module)
+        if self.frozen_stages >= 0:
+            self._freeze_stages()
+
+    @staticmethod
+    def _init_module(m: nn.Module) -> None:
+        """Original initialisation (applied at construction)."""
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, DWConv):
+            conv = m.dwconv
+            fan_out = conv.kernel_size[0] * conv.kernel_size[1] * \
+                conv.out_channels // conv.groups
+            nn.init.normal_(conv.weight, 0, math.sqrt(2.0 / fan_out))
+            nn.init.zeros_(conv.bias)
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest image side for which the last output stage is
+        non-empty."""
+        return self.patch_size * (2**self.out_indices[-1] - 1) + 1
+
+    def _stage_parts(self, stage: int) -> Iterable[nn.Module]:
+        if stage == -1:
+            return [self.patch_embed]
+        norm = getattr(self, f'norm{stage}', None)
+        return [self.layers[stage]] + ([norm] if norm is not None else [])
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4:
+            raise ValueError('LITv2 expects a (B, C, H, W) image batch, got '
+                             f'shape {tuple(x.shape)}')
+        min_size = self.min_input_size
+        if x.shape[-2] < min_size or x.shape[-1] < min_size:
+            raise ValueError(
+                f'LITv2 input {x.shape[-2]}x{x.shape[-1]} is too small: '
+                f'stage {self.out_indices[-1]} needs at least '
+                f'{min_size}x{min_size} px (each token merging halves the '
+                'map); resize or pad the image')
+        x, hw = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            x = stage(x, hw)
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}', None)
+                out = norm(x) if norm is not None else x
+                outs.append(tokens_to_nchw(out, hw))
+            if i == self.out_indices[-1]:
+                break
+            x, hw = stage.downsample(x, hw)
+        return tuple(outs)
+
+
+def _strip_prefix(state_dict: Mapping[str, torch.Tensor],
+                  prefix: str) -> Dict[str, torch.Tensor]:
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def convert_litv2_official(
+        state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict':
+    """Official LITv2 state dict -> mmlinattn state dict.
+
+    * Classification (``litv2_{s,m,b,b_384}.pth``, keys ``patch_embed.*``,
+      ``layers.*``, ``norm.*``, ``head.*``): backbone keys get ``backbone.``,
+      the final ``norm`` becomes ``backbone.norm3`` and ``head`` the
+      mmpretrain ``LinearClsHead``'s ``head.fc`` -> an ``ImageClassifier``
+      with ``LITv2(out_indices=(3,))`` loads it strictly.
+    * Detection / segmentation (``backbone.*``, ``neck.*``, heads): module
+      names already match (``backbone.norm1..3``, plus ``backbone.norm0`` in
+      segmentation checkpoints -> ``with_stage0_norm=True``), returned
+      unchanged.
+
+    A ``module.`` (DDP) prefix is stripped in both cases.
+    """
+    state_dict = _strip_prefix(state_dict, 'module.')
+    if any(k.startswith('backbone.') for k in state_dict):
+        return OrderedDict(state_dict)
+    converted = OrderedDict()
+    for key, value in state_dict.items():
+        if key.startswith('head.'):
+            converted['head.fc.' + key[len('head.'):]] = value
+        elif key.startswith('norm.'):
+            converted['backbone.norm3.' + key[len('norm.'):]] = value
+        else:
+            converted['backbone.' + key] = value
+    return converted
+
+
+def to_official(state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict':
+    """Inverse of :func:`convert_litv2_official` for an mmpretrain
+    ``ImageClassifier`` state dict (dense-model state dicts are already in
+    the official layout and come back unchanged)."""
+    if any(k.startswith('neck.') or k.startswith('decode_head.')
+           for k in state_dict):
+        return OrderedDict(state_dict)
+    official = OrderedDict()
+    for key, value in state_dict.items():
+        if key.startswith('head.fc.'):
+            official['head.' + key[len('head.fc.'):]] = value
+        elif key.startswith('backbone.norm3.'):
+            official['norm.' + key[len('backbone.norm3.'):]] = value
+        elif key.startswith('backbone.'):
+            official[key[len('backbone.'):]] = value
+        else:
+            raise KeyError(f'unexpected key {key!r} in a LITv2 classifier '
+                           'state dict')
+    return official
