@@ -8,3 +8,5 @@ from .hilo_attention import HiLoAttention  # noqa: E402
 __all__ += ['HiLoAttention']
 from .xnorm_attention import XNormAttention  # noqa: E402
 __all__ += ['XNormAttention']
+from .soft_attention import SoftmaxFreeAttention  # noqa: E402
+__all__ += ['SoftmaxFreeAttention']

@@ -6,3 +6,5 @@ from .litv2 import LITv2  # noqa: E402
 __all__ += ['LITv2']
 from .flatten_pvt import FLattenPVT, FLattenPVTv2  # noqa: E402
 __all__ += ['FLattenPVT', 'FLattenPVTv2']
+from .soft import SOFT  # noqa: E402
+__all__ += ['SOFT']

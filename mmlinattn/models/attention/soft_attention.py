@@ -1,0 +1,330 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""Softmax-free attention of SOFT and SOFT-Norm.
+
+SOFT: Softmax-free Transformer with Linear Complexity (Lu et al., NeurIPS
+2021, arXiv:2110.11945) and Softmax-free Linear Transformers (Lu et al.,
+IJCV 2024, arXiv:2207.03341, "SOFT-Norm").
+
+The attention replaces ``softmax(QK^T)`` by a Gaussian kernel
+``exp(-||q - k||^2 / 2)`` over a shared projection (K = Q), approximated
+through ``m`` landmarks L (Nystrom): ``P A^+ P^T`` with ``P = k(Q, L)``,
+``A = k(L, L)`` and ``A^+`` from a Newton-Schulz iteration.
+"""
+import contextlib
+import math
+from typing import ContextManager, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
+                           gaussian_kernel_t_matmul, ops_backend)
+from mmlinattn.registry import register_model
+
+NEWTON_VARIANTS = ('a', 'b', 'b_per_matrix')
+KERNEL_METHODS = ('expand', 'exact')
+KERNEL_IMPLS = ('auto', 'reference', 'fused')
+
+
+# --------------------------------------------------------- Newton-Schulz
+def _newton_regularized(mat: torch.Tensor, num_iter: int) -> torch.Tensor:
+    """Variant (a): per-matrix step size, ``A + 0.01 I``."""
+    eye = torch.eye(mat.size(-1), device=mat.device, dtype=mat.dtype)
+    alpha = 0.9 * 2 / mat.sum(-1).amax(-1)**2
+    reg = mat + 0.01 * eye
+    inv = alpha[..., None, None] * reg
+    for _ in range(num_iter):
+        inv = 2 * inv - inv @ reg @ inv
+    return inv
+
+
+class _RegularizedNewtonInverse(torch.autograd.Function):
+    """Variant (a) with the analytic inverse gradient
+    ``dA = -inv^T G inv^T`` (the iterations are not differentiated)."""
+
+    @staticmethod
+    def forward(ctx, mat: torch.Tensor, num_iter: int) -> torch.Tensor:
+        inv = _newton_regularized(mat, num_iter)
+        ctx.save_for_backward(inv)
+        return inv
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        inv_t = ctx.saved_tensors[0].transpose(-1, -2)
+        return -(inv_t @ grad @ inv_t), None
+
+
+def _newton_backoff(mat: torch.Tensor, num_iter: int,
+                    per_matrix: bool) -> torch.Tensor:
+    """Variants (b): step size ``2 / max_rowsum^2`` halved (at most 10
+    times) while ``max colsum |I - A V0| > 1.01``; differentiable by
+    autograd through all iterations."""
+    eye = torch.eye(mat.size(-1), device=mat.device, dtype=mat.dtype)
+    row_sums = mat.sum(-1)
+    if per_matrix:
+        alpha = 2 / row_sums.amax(-1)[..., None, None]**2
+    else:  # one scalar for the whole batch and all heads (official)
+        alpha = 2 / row_sums.max()**2
+
+    def residual(inv: torch.Tensor) -> torch.Tensor:
+        col_sums = (eye - mat @ inv).abs().sum(-2)
+        if per_matrix:
+            return col_sums.amax(-1)[..., None, None]
+        return col_sums.max()
+
+    inv = alpha * mat
+    for _ in range(10):
+        too_large = residual(inv) > 1.01
+        if not bool(too_large.any()):
+            break
+        alpha = torch.where(too_large, alpha * 0.5, alpha)
+        inv = alpha * mat
+    for _ in range(num_iter):
+        inv = 2 * inv - inv @ mat @ inv
+    return inv
+
+
+def newton_schulz_inverse(mat: torch.Tensor,
+                          num_iter: int = 20,
+                          variant: str = 'a') -> torch.Tensor:
+    """Approximate inverse of the landmark kernels ``mat`` (..., m, m).
+
+    Variants of the official code (``V <- 2V - V A V``, ``num_iter`` steps):
+
+    - ``'a'``: SOFT (current official master): per-matrix
+      ``alpha = 1.8 / max_rowsum^2``, iterates on ``A + 0.01 I`` (so it
+      converges to ``(A + 0.01 I)^-1``), analytic backward.
+    - ``'b'``: SOFT-Norm and the NeurIPS-2021 code: one ``alpha`` for the
+      whole batch with halving back-off, converges to ``A^+``, autograd
+      through the iterations. The result of one image depends on the others
+      in the batch.
+    - ``'b_per_matrix'``: ``'b'`` with ``alpha`` and back-off per matrix:
+      batch-independent; equal to ``'b'`` for a single image with one head.
+    """
+    if variant == 'a':
+        return _RegularizedNewtonInverse.apply(mat, num_iter)
+    if variant in ('b', 'b_per_matrix'):
+        return _newton_backoff(mat, num_iter, variant == 'b_per_matrix')
+    raise ValueError(f'newton variant must be one of {NEWTON_VARIANTS}, '
+                     f'got {variant!r}')
+
+
+# ------------------------------------------------------------ attention
+def softmax_free_attention(query: torch.Tensor,
+                           landmarks: torch.Tensor,
+                           value: torch.Tensor,
+                           sym_norm: bool = False,
+                           newton_variant: str = 'a',
+                           newton_iter: int = 20,
+                           kernel_method: str = 'expand',
+                           fused: bool = False) -> torch.Tensor:
+    """``P A^+ P^T V`` with ``P = k(query, landmarks)``,
+    ``A = k(landmarks, landmarks)``, ``k(a, b) = exp(-||a - b||^2 / 2)``.
+
+    Args:
+        query: (B, h, N, d), already scaled by ``d ** -0.25``.
+        landmarks: (B, h, m, d).
+        value: (B, h, N, d).
+        sym_norm: SOFT-Norm: ``A^+ <- D^-1/2 A^+ D^-1/2`` with
+            ``D = diag(A 1)``.
+        newton_variant: see :func:`newton_schulz_inverse`.
+        kernel_method: ``'expand'`` (``|q|^2 + |k|^2 - 2 q.k``, the official
+            torch path) or ``'exact'`` (difference form, the official CUDA
+            path). The fused path always uses its own exact kernel.
+        fused: compute ``P (A^+ (P^T V))`` with the memory-linear
+            ``gaussian_kernel_(t_)matmul`` ops instead of the official
+            ``(P A^+) (P^T V)`` on a materialised N x m kernel.
+    """
+    kernel_ll = gaussian_kernel(landmarks, landmarks, method=kernel_method)
+    inv = newton_schulz_inverse(kernel_ll, newton_iter, newton_variant)
+    if sym_norm:
+        degree = 1 / kernel_ll.sum(-1, keepdim=True).sqrt()
+        inv = degree * inv * degree.transpose(-1, -2)
+    if fused:
+        context = gaussian_kernel_t_matmul(query, landmarks, value)
+        return gaussian_kernel_matmul(query, landmarks, inv @ context)
+    kernel_ql = gaussian_kernel(query, landmarks, method=kernel_method)
+    return (kernel_ql @ inv) @ (kernel_ql.transpose(-1, -2) @ value)
+
+
+def _without_autocast(device_type: str) -> ContextManager:
+    """Disable autocast on ``device_type`` (no-op where it has none)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+@register_model()
+class SoftmaxFreeAttention(nn.Module):
+    """Softmax-free (SOFT / SOFT-Norm) self-attention on a token grid.
+
+    ``Q = W_q x`` (no key projection, K = Q), scaled by ``d ** -0.25``;
+    landmarks ``L = GELU(LN(Conv_{r x r, stride r}(Q)))`` with the conv and
+    LayerNorm shared by all heads; output
+    ``proj(P A^+ P^T V + DWConv_k(V))`` where the depthwise conv has one
+    ``k x k`` filter per head shared by that head's channels.
+
+    Args:
+        embed_dims: channels C.
+        num_heads: heads h (head dim C / h, 32 in every SOFT model).
+        sr_ratio: landmark conv kernel and stride r; ``m = (H//r)(W//r)``.
+        conv_size: kernel of the local depthwise conv on V (9/5/3 in
+            stages 1-3 of SOFT); 0 disables it.
+        sym_norm: SOFT-Norm symmetric normalisation of ``A^+``.
+        newton_variant: ``'a'``, ``'b'`` or ``'b_per_matrix'`` (see
+            :func:`newton_schulz_inverse`); ``None`` picks the official one:
+            ``'b'`` with ``sym_norm`` else ``'a'``.
+        newton_iter: Newton-Schulz iterations.
+        kernel_method: ``'expand'`` (official torch path, used by most
+            released checkpoints) or ``'exact'`` (official CUDA path).
+        kernel_impl: ``'reference'`` = official association order
+            ``(P A^+)(P^T V)`` on a materialised N x m kernel;
+            ``'fused'`` = ``P (A^+ (P^T V))`` through the memory-linear
+            ``mmlinattn.ops`` products (exact kernel); ``'auto'`` = fused
+            when the compiled op is available for the input's device.
+        max_landmarks: optional cap on m for large inputs: the query grid is
+            adaptively average-pooled so that the strided conv yields at most
+            this many landmarks (aspect ratio kept). Parameter-free, so
+            checkpoints are unaffected; ``None`` keeps the official rule.
+        qkv_bias: bias of the Q and V projections.
+
+    The kernels, the Newton-Schulz inverse and the products run in fp32, also
+    under autocast.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 sr_ratio: int,
+                 conv_size: int = 3,
+                 sym_norm: bool = False,
+                 newton_variant: Optional[str] = None,
+                 newton_iter: int = 20,
+                 kernel_method: str = 'expand',
+                 kernel_impl: str = 'auto',
+                 max_landmarks: Optional[int] = None,
+                 qkv_bias: bool = True):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims {embed_dims} is not divisible by '
+                             f'num_heads {num_heads}')
+        if newton_variant is None:
+            newton_variant = 'b' if sym_norm else 'a'
+        for name, value, valid in (('newton_variant', newton_variant,
+                                    NEWTON_VARIANTS),
+                                   ('kernel_method', kernel_method,
+                                    KERNEL_METHODS),
+                                   ('kernel_impl', kernel_impl,
+                                    KERNEL_IMPLS)):
+            if value not in valid:
+                raise ValueError(f'{name} must be one of {valid}, got '
+                                 f'{value!r}')
+        if sr_ratio < 1:
+            raise ValueError(f'sr_ratio must be >= 1, got {sr_ratio}')
+        if max_landmarks is not None and max_landmarks < 1:
+            raise ValueError('max_landmarks must be None or >= 1, got '
+                             f'{max_landmarks}')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.sr_ratio = sr_ratio
+        self.sym_norm = sym_norm
+        self.newton_variant = newton_variant
+        self.newton_iter = newton_iter
+        self.kernel_method = kernel_method
+        self.kernel_impl = kernel_impl
+        self.max_landmarks = max_landmarks
+
+        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.landmark_conv = nn.Conv2d(
+            self.head_dims,
+            self.head_dims,
+            kernel_size=sr_ratio,
+            stride=sr_ratio,
+            bias=False)
+        self.landmark_norm = nn.LayerNorm(self.head_dims)
+        self.local_conv = nn.Conv2d(
+            num_heads,
+            num_heads,
+            conv_size,
+            padding=conv_size // 2,
+            groups=num_heads,
+            bias=False) if conv_size else None
+        self.proj = nn.Linear(embed_dims, embed_dims)
+
+    def landmark_grid(self, hw: Tuple[int, int]) -> Tuple[int, int]:
+        """Landmark grid (h', w') for a token grid ``hw``."""
+        r = self.sr_ratio
+        gh, gw = hw[0] // r, hw[1] // r
+        if self.max_landmarks is not None and gh * gw > self.max_landmarks:
+            scale = math.sqrt(self.max_landmarks / (gh * gw))
+            gh, gw = max(1, int(gh * scale)), max(1, int(gw * scale))
+        return gh, gw
+
+    def _landmarks(self, query: torch.Tensor,
+                   hw: Tuple[int, int]) -> torch.Tensor:
+        B, h, N, d = query.shape
+        H, W = hw
+        if H < self.sr_ratio or W < self.sr_ratio:
+            raise ValueError(
+                f'SoftmaxFreeAttention needs a token grid of at least '
+                f'{self.sr_ratio}x{self.sr_ratio} for its landmark conv '
+                f'(sr_ratio={self.sr_ratio}), got {H}x{W}; use larger '
+                'inputs or a smaller sr_ratio')
+        grid = query.reshape(B * h, H, W, d).permute(0, 3, 1, 2)
+        gh, gw = self.landmark_grid(hw)
+        if (gh, gw) != (H // self.sr_ratio, W // self.sr_ratio):
+            grid = F.adaptive_avg_pool2d(
+                grid, (gh * self.sr_ratio, gw * self.sr_ratio))
+        landmarks = self.landmark_conv(grid).flatten(2).transpose(1, 2)
+        landmarks = landmarks.reshape(B, h, -1, d)
+        return F.gelu(self.landmark_norm(landmarks))
+
+    def _local_conv(self, value: torch.Tensor,
+                    hw: Tuple[int, int]) -> torch.Tensor:
+        B, h, N, d = value.shape
+        x = value.reshape(B, h, *hw, d).permute(0, 4, 1, 2, 3)
+        x = self.local_conv(x.reshape(B * d, h, *hw))
+        return x.reshape(B, d, h, N).permute(0, 2, 3, 1)
+
+    def use_fused(self, query: torch.Tensor) -> bool:
+        """Whether :meth:`forward` takes the fused (memory-linear) path."""
+        if self.kernel_impl == 'auto':
+            return ops_backend(query) == 'extension'
+        return self.kernel_impl == 'fused'
+
+    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """(B, H*W, C) tokens of an H x W grid ``hw`` -> (B, H*W, C)."""
+        B, N, C = x.shape
+        if N != hw[0] * hw[1]:
+            raise ValueError(f'{N} tokens do not form a {hw[0]}x{hw[1]} '
+                             'grid')
+        h, d = self.num_heads, self.head_dims
+        query = self.q(x).reshape(B, N, h, d).transpose(1, 2)
+        value = self.v(x).reshape(B, N, h, d).transpose(1, 2)
+        query = query / math.sqrt(math.sqrt(d))
+        landmarks = self._landmarks(query, hw)
+        with _without_autocast(x.device.type):
+            out = softmax_free_attention(
+                query.float(),
+                landmarks.float(),
+                value.float(),
+                sym_norm=self.sym_norm,
+                newton_variant=self.newton_variant,
+                newton_iter=self.newton_iter,
+                kernel_method=self.kernel_method,
+                fused=self.use_fused(query)).to(value.dtype)
+        if self.local_conv is not None:
+            out = out + self._local_conv(value, hw)
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+
+    def extra_repr(self) -> str:
+        return (f'sr_ratio={self.sr_ratio}, sym_norm={self.sym_norm}, '
+                f'newton_variant={self.newton_variant!r}, '
+                f'newton_iter={self.newton_iter}, kernel_method='
+                f'{self.kernel_method!r}, kernel_impl={self.kernel_impl!r}, '
+                f'max_landmarks={self.max_landmarks}')
