@@ -8,3 +8,5 @@ from .flatten_pvt import FLattenPVT, FLattenPVTv2  # noqa: E402
 __all__ += ['FLattenPVT', 'FLattenPVTv2']
 from .soft import SOFT  # noqa: E402
 __all__ += ['SOFT']
+from .ufo_vit import UFOViT  # noqa: E402
+__all__ += ['UFOViT']
