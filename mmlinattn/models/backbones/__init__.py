@@ -10,3 +10,7 @@ from .soft import SOFT  # noqa: E402
 __all__ += ['SOFT']
 from .ufo_vit import UFOViT  # noqa: E402
 __all__ += ['UFOViT']
+from .flatten_swin import FLattenSwin  # noqa: E402
+__all__ += ['FLattenSwin']
+from .flatten_cswin import FLattenCSWin  # noqa: E402
+__all__ += ['FLattenCSWin']
