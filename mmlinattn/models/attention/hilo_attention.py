@@ -108,8 +108,10 @@ class HiLoAttention(nn.Module):
         x = x.reshape(B, H, W, C)
         ws = self.window_size
         pad_b, pad_r = (-H) % ws, (-W) % ws
+        # Exporters trace one branch: always pad there (a no-op when the
+        # map divides), so the graph is valid for every input size.
         padded = F.pad(x, (0, 0, 0, pad_r, 0, pad_b)) if (
-            pad_b or pad_r or torch.onnx.is_in_onnx_export()) else x
+            torch.onnx.is_in_onnx_export() or pad_b or pad_r) else x
         outs = []
         if self.h_heads > 0:
             hifi = self._hifi(padded)
@@ -129,8 +131,9 @@ class HiLoAttention(nn.Module):
             3, B * hg * wg, heads, ws * ws, hd)
         out = F.scaled_dot_product_attention(
             qkv[0], qkv[1], qkv[2], scale=self.scale)
-        out = out.view(B, hg, wg, heads, ws, ws, hd).permute(0, 1, 4, 2, 5, 3, 6)
-        return self.h_proj(out.reshape(B, Hp, Wp, self.h_dim))
+        out = out.view(B, hg, wg, heads, ws, ws, hd)
+        out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Hp, Wp, self.h_dim)
+        return self.h_proj(out)
 
     def _lofi(self, x: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
         """Global attention of every unpadded query to the pooled map.

@@ -45,7 +45,9 @@ class ConvPatchEmbed(nn.Module):
         if self.pad_to_stride:
             H, W = x.shape[-2:]
             pad_h, pad_w = (-H) % self.stride, (-W) % self.stride
-            if pad_h or pad_w:
+            # Exporters trace one branch: always pad there (a no-op for
+            # multiples of the stride) so the graph holds for every size.
+            if torch.onnx.is_in_onnx_export() or pad_h or pad_w:
                 x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x)
         hw = (x.shape[2], x.shape[3])
