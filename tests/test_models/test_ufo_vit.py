@@ -12,12 +12,16 @@ from mmlinattn.registry import MODELS
 from mmlinattn.testing import check_norm_state, count_params
 
 TINY = dict(embed_dims=32, depth=4, num_heads=2)
-DENSE = dict(arch=TINY, img_size=64, out_type='featmap',
-             out_indices=(0, 1, 2, 3))
+DENSE = dict(
+    arch=TINY, img_size=64, out_type='featmap', out_indices=(0, 1, 2, 3))
 
 
-def expected_params(C: int, depth: int, heads: int, grid: int,
-                    cls_layers: int = 2, layer_scale: bool = True) -> int:
+def expected_params(C: int,
+                    depth: int,
+                    heads: int,
+                    grid: int,
+                    cls_layers: int = 2,
+                    layer_scale: bool = True) -> int:
     """Closed-form parameter count of the classification backbone
     (patch 16, FFN ratio 4, separate gammas)."""
     widths = [3, C // 8, C // 4, C // 2, C]
@@ -49,8 +53,9 @@ def test_variants_shapes_and_params(arch):
 
 def test_arch_zoo_is_the_xcit_grid():
     """Documented as XCiT-T12 / S12 / S24 / M24 sizes, not the paper's."""
-    grid = {(C, d, h) for C, d, h in [(192, 12, 4), (384, 12, 8),
-                                      (384, 24, 8), (512, 24, 8)]}
+    grid = {(C, d, h)
+            for C, d, h in [(192, 12, 4), (384, 12, 8), (384, 24,
+                                                         8), (512, 24, 8)]}
     zoo = {(a['embed_dims'], a['depth'], a['num_heads'])
            for a in UFOViT.arch_zoo.values()}
     assert zoo == grid
@@ -60,8 +65,10 @@ def test_arch_zoo_is_the_xcit_grid():
 def test_arch_errors():
     with pytest.raises(ValueError, match='Arch huge is not in default archs'):
         UFOViT('huge')
-    with pytest.raises(ValueError, match=r"Custom arch needs a dict with keys "
-                       r".*missing \['num_heads'\]"):
+    with pytest.raises(
+            ValueError,
+            match=r"Custom arch needs a dict with keys "
+            r".*missing \['num_heads'\]"):
         UFOViT(dict(embed_dims=32, depth=4))
     with pytest.raises(ValueError, match='is not divisible by num_heads'):
         UFOViT(dict(embed_dims=40, depth=4, num_heads=3))
@@ -129,11 +136,16 @@ def test_early_stages_stop_early():
 
 
 def test_stage_ends():
-    assert UFOViT(dict(embed_dims=32, depth=12, num_heads=2),
-                  img_size=32).stage_ends == (2, 5, 8, 11)
-    model = UFOViT(dict(embed_dims=32, depth=12, num_heads=2), img_size=32,
-                   out_type='featmap', out_indices=(0, 1, 2, 3),
-                   stage_ends=(3, 5, 7, 11), frozen_stages=1)
+    assert UFOViT(
+        dict(embed_dims=32, depth=12, num_heads=2),
+        img_size=32).stage_ends == (2, 5, 8, 11)
+    model = UFOViT(
+        dict(embed_dims=32, depth=12, num_heads=2),
+        img_size=32,
+        out_type='featmap',
+        out_indices=(0, 1, 2, 3),
+        stage_ends=(3, 5, 7, 11),
+        frozen_stages=1)
     frozen = [not b.attn.qkv.weight.requires_grad for b in model.blocks]
     assert frozen == [True] * 4 + [False] * 8
     with pytest.raises(ValueError, match='stage_ends must be 4 strictly'):
@@ -186,8 +198,10 @@ def test_with_cp_same_result_and_bn_updated_once():
     ref = UFOViT(**DENSE)
     cp_model = UFOViT(**dict(DENSE, with_cp=True))
     cp_model.load_state_dict(ref.state_dict())
-    blocks = [m for m in cp_model.modules()
-              if isinstance(m, (UFOBlock, UFOClassBlock))]
+    blocks = [
+        m for m in cp_model.modules()
+        if isinstance(m, (UFOBlock, UFOClassBlock))
+    ]
     assert blocks and all(b.with_cp for b in blocks)
     x = torch.randn(2, 3, 64, 64)
     outs = [sum(o.sum() for o in m(x)) for m in (ref, cp_model)]
@@ -259,9 +273,10 @@ def test_init_weights_keeps_construction_init():
 
 
 def test_attn_cfg_reaches_every_attention():
-    model = UFOViT(TINY, img_size=32,
-                   attn_cfg=dict(gamma_mode='shared', kv_norm_axis=-2,
-                                 eps=1e-4))
+    model = UFOViT(
+        TINY,
+        img_size=32,
+        attn_cfg=dict(gamma_mode='shared', kv_norm_axis=-2, eps=1e-4))
     attns = [m for m in model.modules() if isinstance(m, XNormAttention)]
     assert len(attns) == 4 + 2
     assert all((a.gamma_mode, a.kv_norm_axis, a.eps) == ('shared', -2, 1e-4)
@@ -280,8 +295,9 @@ def test_pretrained_classifier_into_dense_backbone(tmp_path):
     state = {f'backbone.{k}': v for k, v in cls_model.state_dict().items()}
     state['head.fc.weight'] = torch.zeros(10, 32)
     save_checkpoint({'state_dict': state}, ckpt)
-    dense = UFOViT(**dict(DENSE, init_cfg=dict(
-        type='Pretrained', checkpoint=ckpt, prefix='backbone.')))
+    dense = UFOViT(**dict(
+        DENSE,
+        init_cfg=dict(type='Pretrained', checkpoint=ckpt, prefix='backbone.')))
     dense.init_weights()
     ref = cls_model.state_dict()
     for k, v in dense.state_dict().items():

@@ -39,8 +39,8 @@ def direct_float64(module: XNormAttention, query: torch.Tensor,
         for hi in range(h):
             qh = q[:, hi * dk:(hi + 1) * dk]
             kv = sum(
-                np.outer(k[m, hi * dk:(hi + 1) * dk],
-                         v[m, hi * dv:(hi + 1) * dv])
+                np.outer(k[m, hi * dk:(hi + 1) * dk], v[m,
+                                                        hi * dv:(hi + 1) * dv])
                 for m in range(k.shape[0]))
             axis = module.kv_norm_axis
             kv = g_kv[hi] * kv / np.maximum(
@@ -91,10 +91,11 @@ def test_matches_direct_float64_formula(gamma_mode, kv_norm_axis):
     x = torch.randn(2, 11, 24, dtype=torch.float64)
     y = torch.randn(2, 7, 24, dtype=torch.float64)
     np.testing.assert_allclose(
-        m(x).detach().numpy(), direct_float64(m, x, x), rtol=1e-10,
-        atol=1e-12)
+        m(x).detach().numpy(), direct_float64(m, x, x), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(
-        m(x, y).detach().numpy(), direct_float64(m, x, y), rtol=1e-10,
+        m(x, y).detach().numpy(),
+        direct_float64(m, x, y),
+        rtol=1e-10,
         atol=1e-12)
 
 
@@ -108,8 +109,8 @@ def test_compat_equals_third_party_bit_for_bit(dtype):
         m.proj.bias.normal_()
     sd = xnorm_attention_to_third_party(m.state_dict(), d_k, d_v, h)
     assert set(sd) == {
-        'fc_q.weight', 'fc_q.bias', 'fc_k.weight', 'fc_k.bias',
-        'fc_v.weight', 'fc_v.bias', 'fc_o.weight', 'fc_o.bias', 'gamma'
+        'fc_q.weight', 'fc_q.bias', 'fc_k.weight', 'fc_k.bias', 'fc_v.weight',
+        'fc_v.bias', 'fc_o.weight', 'fc_o.bias', 'gamma'
     }
     x = torch.randn(2, 50, 32, dtype=dtype)
     y = torch.randn(2, 37, 32, dtype=dtype)  # cross attention, N_q != N_k
@@ -194,8 +195,8 @@ def test_kv_norm_axis_normalises_the_chosen_axis(axis):
     # and it is K^T V up to that normalisation
     kv = k.transpose(-2, -1) @ v
     ratio = kv_hat / kv
-    assert torch.allclose(ratio, ratio.mean(dim=axis, keepdim=True).expand_as(
-        ratio), rtol=1e-4)
+    assert torch.allclose(
+        ratio, ratio.mean(dim=axis, keepdim=True).expand_as(ratio), rtol=1e-4)
 
 
 def test_zero_input_nan_guard():
@@ -261,18 +262,21 @@ def test_registered_and_buildable():
 
 
 def test_bad_arguments_name_the_allowed_values():
-    with pytest.raises(ValueError, match=r"gamma_mode must be one of "
-                       r"\('shared', 'separate'\)"):
+    with pytest.raises(
+            ValueError,
+            match=r"gamma_mode must be one of "
+            r"\('shared', 'separate'\)"):
         XNormAttention(32, 4, gamma_mode='per_channel')
-    with pytest.raises(ValueError, match=r'kv_norm_axis must be one of '
-                       r'\(-1, -2\)'):
+    with pytest.raises(
+            ValueError, match=r'kv_norm_axis must be one of '
+            r'\(-1, -2\)'):
         XNormAttention(32, 4, kv_norm_axis=0)
     with pytest.raises(ValueError, match=r"gamma_init must be one of"):
         XNormAttention(32, 4, gamma_init='zeros')
     with pytest.raises(ValueError, match='eps must be >= 0'):
         XNormAttention(32, 4, eps=-1.)
-    with pytest.raises(ValueError,
-                       match='embed_dims 30 is not divisible by num_heads 4'):
+    with pytest.raises(
+            ValueError, match='embed_dims 30 is not divisible by num_heads 4'):
         XNormAttention(30, 4)
     # an explicit head width lifts the divisibility requirement
     m = XNormAttention(30, 4, head_dims=8)

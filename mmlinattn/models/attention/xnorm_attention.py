@@ -127,8 +127,7 @@ class XNormAttention(BaseModule):
         self.compat = compat
 
         self.qkv = nn.Linear(
-            embed_dims, num_heads * (2 * key_dims + value_dims),
-            bias=qkv_bias)
+            embed_dims, num_heads * (2 * key_dims + value_dims), bias=qkv_bias)
         self.proj = nn.Linear(num_heads * value_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
         if gamma_mode == 'shared':
@@ -163,10 +162,12 @@ class XNormAttention(BaseModule):
                 f'{self.value_dims}), gamma_mode={self.gamma_mode!r}, '
                 f'kv_norm_axis={self.kv_norm_axis}, eps={self.eps}')
 
-    def _project(self, query: torch.Tensor, key: Optional[torch.Tensor],
-                 value: Optional[torch.Tensor]
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        hk, hv = self.num_heads * self.key_dims, self.num_heads * self.value_dims
+    def _project(
+        self, query: torch.Tensor, key: Optional[torch.Tensor],
+        value: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hk = self.num_heads * self.key_dims
+        hv = self.num_heads * self.value_dims
         if key is None and value is None and not self.compat:
             return self.qkv(query).split([hk, hk, hv], dim=-1)
         key = query if key is None else key
@@ -207,14 +208,17 @@ class XNormAttention(BaseModule):
         dtype = q.dtype
         compute_dtype = torch.promote_types(dtype, torch.float32)
         device_type = q.device.type
+        autocast_on = (
+            torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type))
         no_autocast = (
             torch.autocast(device_type, enabled=False)
-            if torch.is_autocast_enabled(device_type) else nullcontext())
+            if autocast_on else nullcontext())
         with no_autocast:
             q, k, v = (t.to(compute_dtype) for t in (q, k, v))
-            gamma_q, gamma_kv = (
-                (self.gamma, self.gamma) if self.gamma_mode == 'shared' else
-                (self.gamma_q, self.gamma_kv))
+            gamma_q, gamma_kv = ((self.gamma, self.gamma)
+                                 if self.gamma_mode == 'shared' else
+                                 (self.gamma_q, self.gamma_kv))
             kv = torch.matmul(k.transpose(-2, -1), v)  # (B, h, d_k, d_v)
             kv = xnorm(kv, gamma_kv.to(compute_dtype), self.kv_norm_axis,
                        self.eps)
@@ -250,9 +254,9 @@ def xnorm_attention_from_third_party(
     return out
 
 
-def xnorm_attention_to_third_party(
-        state_dict: Dict[str, torch.Tensor], key_dims: int,
-        value_dims: int, num_heads: int) -> Dict[str, torch.Tensor]:
+def xnorm_attention_to_third_party(state_dict: Dict[str, torch.Tensor],
+                                   key_dims: int, value_dims: int,
+                                   num_heads: int) -> Dict[str, torch.Tensor]:
     """Inverse of :func:`xnorm_attention_from_third_party` (shared gamma)."""
     hk, hv = num_heads * key_dims, num_heads * value_dims
     out: Dict[str, torch.Tensor] = {}

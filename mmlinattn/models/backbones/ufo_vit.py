@@ -58,8 +58,7 @@ class ConvStem(nn.Module):
             channels = out_channels
         self.proj = nn.Sequential(*layers)
 
-    def forward(self,
-                x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(B, C_in, H, W) -> tokens (B, H'*W', C) and (H', W')."""
         x = self.proj(x)
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
@@ -73,9 +72,11 @@ class LPI(nn.Module):
     def __init__(self, dims: int, kernel_size: int = 3):
         super().__init__()
         padding = kernel_size // 2
-        self.conv1 = nn.Conv2d(dims, dims, kernel_size, 1, padding, groups=dims)
+        self.conv1 = nn.Conv2d(
+            dims, dims, kernel_size, 1, padding, groups=dims)
         self.bn1 = nn.BatchNorm2d(dims)
-        self.conv2 = nn.Conv2d(dims, dims, kernel_size, 1, padding, groups=dims)
+        self.conv2 = nn.Conv2d(
+            dims, dims, kernel_size, 1, padding, groups=dims)
         self.bn2 = nn.BatchNorm2d(dims)
         self.act = nn.GELU()
 
@@ -187,8 +188,8 @@ class UFOClassBlock(nn.Module):
 
     def forward(self, cls_token: torch.Tensor,
                 x: torch.Tensor) -> torch.Tensor:
-        return checkpoint_call(self._forward, cls_token, x,
-                               enabled=self.with_cp)
+        return checkpoint_call(
+            self._forward, cls_token, x, enabled=self.with_cp)
 
 
 def _build_resampler(dims: int, scale: float) -> nn.Module:
@@ -322,15 +323,15 @@ class UFOViT(LinAttnBackbone):
                 for i in range(self.num_stages)
             ]
         stage_ends = tuple(int(i) for i in stage_ends)
-        if (len(stage_ends) != self.num_stages
-                or stage_ends[-1] != depth - 1 or any(
-                    a >= b for a, b in zip((-1, ) + stage_ends, stage_ends))):
+        if (len(stage_ends) != self.num_stages or stage_ends[-1] != depth - 1
+                or any(a >= b
+                       for a, b in zip((-1, ) + stage_ends, stage_ends))):
             raise ValueError(
                 f'stage_ends must be {self.num_stages} strictly increasing '
                 f'block indices ending at depth - 1 = {depth - 1}, got '
                 f'{stage_ends}')
-        img_size = ((img_size, img_size) if isinstance(img_size, int) else
-                    tuple(img_size))
+        img_size = ((img_size, img_size)
+                    if isinstance(img_size, int) else tuple(img_size))
 
         self.embed_dims = embed_dims
         self.depth = depth
@@ -356,7 +357,7 @@ class UFOViT(LinAttnBackbone):
             attn_cfg=attn_cfg,
             norm_eps=norm_eps,
             with_cp=with_cp)
-        dpr = torch.linspace(0, drop_path_rate, depth).tolist()
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             UFOBlock(drop_path_rate=dpr[i], **block_args)
             for i in range(depth))
@@ -420,8 +421,8 @@ class UFOViT(LinAttnBackbone):
             state_dict[key], (side, side), self.pos_grid, mode='bicubic')
 
     # ------------------------------------------------------------- stages
-    def _stage_parts(
-            self, stage: int) -> Iterable[Union[nn.Module, nn.Parameter]]:
+    def _stage_parts(self,
+                     stage: int) -> Iterable[Union[nn.Module, nn.Parameter]]:
         if stage == -1:
             return [self.patch_embed, self.pos_embed]
         first = self.stage_ends[stage - 1] + 1 if stage else 0
@@ -434,7 +435,8 @@ class UFOViT(LinAttnBackbone):
             parts += [self.cls_token, self.cls_blocks, self.norm]
         return parts
 
-    def get_layer_depth(self, param_name: str,
+    def get_layer_depth(self,
+                        param_name: str,
                         prefix: str = '') -> Tuple[int, int]:
         """Layer id of a parameter for layer-wise learning-rate decay
         (mmpretrain ``LearningRateDecayOptimWrapperConstructor``): stem 0,
@@ -468,8 +470,8 @@ class UFOViT(LinAttnBackbone):
                 if stage in self.out_indices:
                     feat = getattr(self, f'norm{stage}')(x)
                     outs.append(
-                        getattr(self, f'adapter{stage}')(tokens_to_nchw(
-                            feat, hw)))
+                        getattr(self,
+                                f'adapter{stage}')(tokens_to_nchw(feat, hw)))
         if self.out_type == 'cls_token':
             cls_token = self.cls_token.expand(x.shape[0], -1, -1)
             for block in self.cls_blocks:
