@@ -2,8 +2,10 @@
 """FLattenCSWin: architecture, linear and stripe attention against direct
 O(N^2) evaluations, dense-prediction behaviour, OpenMMLab API,
 checkpoints."""
+import importlib.util
 import itertools
 import math
+import os.path as osp
 
 import pytest
 import torch
@@ -336,3 +338,33 @@ def test_official_tiny_key_layout():
     assert shapes['stage3.17.attns.1.get_v.weight'] == (128, 1, 3, 3)
     assert shapes['stage4.0.attns.0.get_v.weight'] == (512, 1, 3, 3)
     assert shapes['merge3.conv.weight'] == (512, 256, 3, 3)
+
+
+def test_converter_cli_on_an_official_ema_file(tmp_path):
+    """tools/model_converters/flatten2mmlinattn.py on a CSwin file holding
+    only EMA weights (``main_ema.py``), written for mmseg (``--to seg``)."""
+    path = osp.join(
+        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
+        'model_converters', 'flatten2mmlinattn.py')
+    spec = importlib.util.spec_from_file_location('flatten2mmlinattn', path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+
+    ours = {
+        f'backbone.{k}': v
+        for k, v in randomise(FLattenCSWin('tiny')).state_dict().items()
+    }
+    ours['head.fc.weight'] = torch.randn(1000, 512)
+    ours['head.fc.bias'] = torch.randn(1000)
+    official = flatten_cswin_to_official(ours)
+    src, dst = tmp_path / 'flatten_cswin_t.pth', tmp_path / 'out.pth'
+    torch.save({'state_dict_ema': official, 'max_accuracy_e': 83.1}, src)
+    cli.main([str(src), str(dst), '--to', 'seg'])
+    saved = torch.load(dst, weights_only=True)
+    assert saved['meta']['family'] == 'cswin'
+    assert saved['meta']['arch'] == 'tiny'
+    assert saved['meta']['weights'] == 'ema'
+    expected = {k for k in ours if k.startswith('backbone.')}
+    assert set(saved['state_dict']) == expected
+    for k in expected:
+        torch.testing.assert_close(saved['state_dict'][k], ours[k])

@@ -1,8 +1,10 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """FLattenSwin: architecture, softmax windows against a direct O(N^2)
 reference, dense-prediction behaviour, OpenMMLab API, checkpoints."""
+import importlib.util
 import itertools
 import math
+import os.path as osp
 
 import pytest
 import torch
@@ -406,3 +408,37 @@ def test_official_tiny_key_layout():
     assert shapes['layers.2.downsample.reduction.weight'] == (768, 1536)
     assert shapes['layers.2.downsample.norm.weight'] == (1536, )
     assert shapes['patch_embed.proj.weight'] == (96, 3, 4, 4)
+
+
+@pytest.mark.parametrize('to', ['cls', 'det'])
+def test_converter_cli_on_an_official_layout_file(tmp_path, to):
+    """tools/model_converters/flatten2mmlinattn.py recognises the family
+    and the arch, drops the buffers and writes a weights_only file."""
+    path = osp.join(
+        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
+        'model_converters', 'flatten2mmlinattn.py')
+    spec = importlib.util.spec_from_file_location('flatten2mmlinattn', path)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+
+    ours = {
+        f'backbone.{k}': v
+        for k, v in randomise(FLattenSwin('tiny')).state_dict().items()
+    }
+    ours['head.fc.weight'] = torch.randn(1000, 768)
+    ours['head.fc.bias'] = torch.randn(1000)
+    official = flatten_swin_to_official(ours)
+    for j in range(6):  # the buffers of stage 3 in the official file
+        official[f'layers.2.blocks.{j}.attn.relative_position_index'] = (
+            torch.zeros(49, 49, dtype=torch.long))
+    official['layers.2.blocks.1.attn_mask'] = torch.zeros(4, 49, 49)
+    src, dst = tmp_path / 'flatten_swin_t.pth', tmp_path / 'out.pth'
+    torch.save({'model': official, 'epoch': 299}, src)
+    cli.main([str(src), str(dst), '--to', to])
+    saved = torch.load(dst, weights_only=True)
+    assert saved['meta']['family'] == 'swin'
+    assert saved['meta']['arch'] == 'tiny'
+    expected = {k for k in ours if to == 'cls' or k.startswith('backbone.')}
+    assert set(saved['state_dict']) == expected
+    for k in expected:
+        torch.testing.assert_close(saved['state_dict'][k], ours[k])

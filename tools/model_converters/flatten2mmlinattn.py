@@ -36,6 +36,12 @@ FAMILIES: Dict[str, Tuple[str, str, str, str]] = {
             'convert_flatten_pvt_official', 'FLattenPVT', 'pos_embed1'),
     'pvtv2': ('mmlinattn.models.backbones.flatten_pvt',
               'convert_flatten_pvt_official', 'FLattenPVTv2', 'norm1.weight'),
+    'swin': ('mmlinattn.models.backbones.flatten_swin',
+             'convert_flatten_swin_official', 'FLattenSwin',
+             'layers.0.downsample.reduction.weight'),
+    'cswin': ('mmlinattn.models.backbones.flatten_cswin',
+              'convert_flatten_cswin_official', 'FLattenCSWin',
+              'stage1_conv_embed.0.weight'),
 }
 
 WEIGHT_KEYS = {'model': ('model', ), 'ema': ('state_dict_ema', 'model_ema')}
