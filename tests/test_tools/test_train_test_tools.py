@@ -139,6 +139,23 @@ def test_killed_run_resumes_then_test_and_mim_test(repo_root, demo_workdir,
     ckpt = torch.load(ckpt_path, map_location='cpu')  # weights_only=True
     assert ckpt['meta']['iter'] == 6 and 'message_hub' in ckpt
 
+    # Without mmlinattn's allow-list the same file fails under weights_only;
+    # publish_model.py turns it into a plain file that loads anywhere.
+    probe = ('import sys, torch; ckpt = torch.load(sys.argv[1], '
+             'map_location="cpu", weights_only=True); '
+             'print(sorted(ckpt))')
+    bare = subprocess.run([sys.executable, '-c', probe, ckpt_path],
+                          capture_output=True, text=True)
+    assert bare.returncode != 0 and 'Weights only load failed' in bare.stderr
+    published = run([sys.executable,
+                     tool(repo_root, 'model_converters/publish_model.py'),
+                     ckpt_path, osp.join(demo_workdir, 'pub', 'retina_demo')],
+                    cwd=demo_workdir, env=subprocess_env).stdout.strip()
+    assert osp.basename(published).startswith('retina_demo_')
+    plain = run([sys.executable, '-c', probe, published], cwd=demo_workdir,
+                env=subprocess_env)
+    assert plain.stdout.strip() == "['meta', 'state_dict']"
+
     # tools/test.py evaluates it with the real COCO metric.
     test_dir = osp.join(demo_workdir, 'test')
     run([sys.executable, tool(repo_root, 'test.py'), cfg, ckpt_path,
