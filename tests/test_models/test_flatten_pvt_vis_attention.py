@@ -133,3 +133,29 @@ def test_cli_writes_one_panel_per_layer(vis, tmp_path):
     with Image.open(out) as png:
         assert png.format == 'PNG'
         assert png.size == (3 * 4 * 100, 3 * 2 * 100)  # 5 panels, 4 per row
+
+
+def test_layers_called_differently_are_skipped_with_a_warning(vis):
+
+    class ExternalQKV(FocusedLinearAttention):
+        """Called as layer(q, k, v, hw), like FLatten-CSwin's L blocks."""
+
+        def forward(self, q, k, v, hw):
+            return self.attend(q, k, v, hw)
+
+    class Net(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Conv2d(3, 8, 4, 4)
+            self.cswin_like = ExternalQKV(8, 2, qkv_layout=None)
+            self.global_attn = FocusedLinearAttention(8, 2)
+
+        def forward(self, img):
+            x = self.embed(img).flatten(2).transpose(1, 2)
+            x = self.cswin_like(x, x, x, (4, 4))
+            return self.global_attn(x, (4, 4))
+
+    with pytest.warns(UserWarning, match='skipped cswin_like'):
+        maps = vis.attention_maps(Net(), torch.randn(1, 3, 16, 16), (0.5, 0.5))
+    assert [name for name, _ in maps] == ['global_attn']

@@ -137,9 +137,16 @@ def attention_maps(model: nn.Module,
     captured = []
 
     def hook(module, args, kwargs):
-        x = args[0] if args else kwargs['x']
-        hw = args[1] if len(args) > 1 else kwargs['hw']
-        captured.append((module, x, tuple(hw)))
+        """Keep ``(x, hw)`` of layers called as ``layer(x, hw)``."""
+        x = args[0] if args else kwargs.get('x')
+        hw = args[1] if len(args) > 1 else kwargs.get('hw')
+        if (isinstance(x, torch.Tensor) and isinstance(hw, (tuple, list))
+                and len(hw) == 2 and all(isinstance(s, int) for s in hw)):
+            captured.append((module, x, tuple(hw)))
+        else:
+            warnings.warn(f'skipped {names[module]}: not called as '
+                          'layer(x, (H, W)); register a handler for the '
+                          'module that calls it')
 
     handles, names = [], {}
     for name, module in model.named_modules():

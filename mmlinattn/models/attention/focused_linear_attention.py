@@ -24,6 +24,57 @@ KERNEL_EPS = 1e-6
 NORMALISER_EPS = 1e-6
 
 
+class _FocusingFunction(torch.autograd.Function):
+    """phi_p with a hand-written backward that keeps only the input.
+
+    Autograd of the plain expression stores about six (N, C) tensors per
+    call (ReLU mask, quotients, powers, norms); here backward recomputes
+    t from ``x`` and applies the closed-form gradient of
+    ``||t|| t**p / ||t**p||`` written in terms of tau = t / max(t), which
+    is free of the row maximum (phi is homogeneous of degree 1).
+    """
+
+    @staticmethod
+    def _tau(x, scale):
+        t = (F.relu(x) + KERNEL_EPS) / scale
+        row_max = t.amax(dim=-1, keepdim=True)
+        return t, t / row_max, row_max
+
+    @staticmethod
+    def forward(ctx, x, scale, p):
+        with torch.no_grad():
+            _, tau, row_max = _FocusingFunction._tau(x, scale)
+            tau_p = tau.pow(p)
+            out = tau_p * (
+                row_max * tau.norm(dim=-1, keepdim=True) /
+                tau_p.norm(dim=-1, keepdim=True))
+        ctx.save_for_backward(x, scale)
+        ctx.p = p
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, scale = ctx.saved_tensors
+        p = ctx.p
+        t, tau, _ = _FocusingFunction._tau(x, scale)
+        tau_pm1 = tau.pow(p - 1)
+        tau_p = tau_pm1 * tau
+        a = tau.norm(dim=-1, keepdim=True)  # ||tau||
+        b = tau_p.norm(dim=-1, keepdim=True)  # ||tau**p||
+        g_dot = (grad * tau_p).sum(dim=-1, keepdim=True)
+        grad_t = (g_dot / (a * b)) * tau + (p * a / b) * tau_pm1 * (
+            grad - (g_dot / b.square()) * tau_p)
+        grad_x = grad_scale = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_t.div(scale).masked_fill_(x <= 0, 0)
+        if ctx.needs_input_grad[1]:
+            # dt/ds = -t / s, summed over the broadcast dims of scale
+            grad_scale = (grad_t * t).div_(scale).neg_().sum_to_size(
+                scale.shape)
+        return grad_x, grad_scale, None
+
+
 def focusing_function(x: torch.Tensor, scale: torch.Tensor,
                       focusing_factor: float) -> torch.Tensor:
     """phi_p(x) = ||t|| * t**p / ||t**p|| with t = (ReLU(x) + 1e-6) / scale.
@@ -31,15 +82,11 @@ def focusing_function(x: torch.Tensor, scale: torch.Tensor,
     Norms run over the last (full channel) dim. ``f_p`` is homogeneous of
     degree 1, so t is divided by its row maximum before the power: the same
     value as the paper's formula, but t**p can neither overflow nor make the
-    denominator vanish, for any ``p`` and in half precision.
+    denominator vanish, for any ``p`` and in half precision. ``scale`` (the
+    positive per-channel divisor) broadcasts against ``x``; backward keeps
+    only ``x`` and ``scale`` in memory.
     """
-    t = (F.relu(x) + KERNEL_EPS) / scale
-    row_max = t.amax(dim=-1, keepdim=True)
-    t = t / row_max
-    t_pow = t.pow(focusing_factor)
-    return t_pow * (
-        row_max * t.norm(dim=-1, keepdim=True) /
-        t_pow.norm(dim=-1, keepdim=True))
+    return _FocusingFunction.apply(x, scale, float(focusing_factor))
 
 
 def _check_grid(name: str, grid: Sequence[int]) -> Grid:
@@ -246,9 +293,13 @@ class FocusedLinearAttention(BaseModule):
         q = q.view(B, N, h, d).transpose(1, 2)
         k = k.view(B, n, h, d).transpose(1, 2)
         v = v.reshape(B, n, h, d).transpose(1, 2)
+        if q.dtype in (torch.float16, torch.bfloat16):
+            # the official fp16-safe form: operands scaled by n^-1/2 each
+            kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
+        else:  # same value; scaling the (d, d) result saves two copies
+            kv = (k.transpose(-2, -1) @ v) / n
         # One pass over q for numerator and normaliser: the mean key is an
         # extra column next to the (d, d) key-value product.
-        kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
         kv = torch.cat([kv, k.mean(dim=-2).unsqueeze(-1)], dim=-1)
         out = q @ kv
         out = out[..., :d] / (out[..., d:] + NORMALISER_EPS)
@@ -288,12 +339,17 @@ class FocusedLinearAttention(BaseModule):
         B, n, C = v.shape
         H, W = hw
         h, d = self.num_heads, self.head_dims
-        v = v.reshape(B, n, h, d).permute(0, 2, 3, 1)  # (B, h, d, n)
+        v = v.reshape(B, n, h, d).transpose(1, 2)  # (B, h, n, d)
         if n != H * W:  # spatial reduction: 1-D token interpolation
             v = F.interpolate(
-                v.reshape(B * h, d, n), size=H * W, mode='linear')
-        v = self.dwc(v.reshape(B * h, d, H, W))
-        return v.reshape(B, C, H * W).transpose(1, 2)
+                v.transpose(2, 3).reshape(B * h, d, n),
+                size=H * W,
+                mode='linear').transpose(1, 2)
+        # NCHW view of channels-last memory: the depthwise conv (and its
+        # backward) runs several times faster on it than on contiguous NCHW
+        v = self.dwc(v.reshape(B * h, H, W, d).permute(0, 3, 1, 2))
+        v = v.permute(0, 2, 3, 1).reshape(B, h, H * W, d)
+        return v.transpose(1, 2).reshape(B, H * W, C)
 
     def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
         """(B, N, C) tokens on the (H, W) grid ``hw`` -> (B, N, C)."""
