@@ -1,0 +1,11 @@
+# FLatten-PVTv2-B1 on ImageNet-1k with the official recipe
+# (LeapLabTHU/FLatten-Transformer cfgs/flatten_pvt_v2_b1.yaml, 8 GPUs x 128).
+_base_ = './flatten_pvt_tiny_8xb128_in1k.py'
+
+model = dict(
+    backbone=dict(
+        type='mmlinattn.FLattenPVTv2', arch='b1', drop_path_rate=0.1),
+    head=dict(in_channels=512))
+train_dataloader = dict(batch_size=128)
+optim_wrapper = dict(optimizer=dict(lr=5e-4 * 128 * 8 / 512))
+auto_scale_lr = dict(base_batch_size=1024)
