@@ -24,6 +24,16 @@ KERNEL_EPS = 1e-6
 NORMALISER_EPS = 1e-6
 
 
+def _focus(x: torch.Tensor, scale: torch.Tensor, p: float) -> torch.Tensor:
+    t = (F.relu(x) + KERNEL_EPS) / scale
+    row_max = t.amax(dim=-1, keepdim=True)
+    tau = t / row_max
+    tau_p = tau.pow(p)
+    return tau_p * (
+        row_max * tau.norm(dim=-1, keepdim=True) /
+        tau_p.norm(dim=-1, keepdim=True))
+
+
 class _FocusingFunction(torch.autograd.Function):
     """phi_p with a hand-written backward that keeps only the input.
 
@@ -35,29 +45,18 @@ class _FocusingFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def _tau(x, scale):
-        t = (F.relu(x) + KERNEL_EPS) / scale
-        row_max = t.amax(dim=-1, keepdim=True)
-        return t, t / row_max, row_max
-
-    @staticmethod
     def forward(ctx, x, scale, p):
-        with torch.no_grad():
-            _, tau, row_max = _FocusingFunction._tau(x, scale)
-            tau_p = tau.pow(p)
-            out = tau_p * (
-                row_max * tau.norm(dim=-1, keepdim=True) /
-                tau_p.norm(dim=-1, keepdim=True))
         ctx.save_for_backward(x, scale)
         ctx.p = p
-        return out
+        return _focus(x, scale, p)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         x, scale = ctx.saved_tensors
         p = ctx.p
-        t, tau, _ = _FocusingFunction._tau(x, scale)
+        t = (F.relu(x) + KERNEL_EPS) / scale
+        tau = t / t.amax(dim=-1, keepdim=True)
         tau_pm1 = tau.pow(p - 1)
         tau_p = tau_pm1 * tau
         a = tau.norm(dim=-1, keepdim=True)  # ||tau||
@@ -83,10 +82,14 @@ def focusing_function(x: torch.Tensor, scale: torch.Tensor,
     degree 1, so t is divided by its row maximum before the power: the same
     value as the paper's formula, but t**p can neither overflow nor make the
     denominator vanish, for any ``p`` and in half precision. ``scale`` (the
-    positive per-channel divisor) broadcasts against ``x``; backward keeps
-    only ``x`` and ``scale`` in memory.
+    positive per-channel divisor) broadcasts against ``x``. With gradients,
+    backward keeps only ``x`` and ``scale`` in memory; without, the plain
+    expression runs (traceable and exportable).
     """
-    return _FocusingFunction.apply(x, scale, float(focusing_factor))
+    p = float(focusing_factor)
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        return _FocusingFunction.apply(x, scale, p)
+    return _focus(x, scale, p)
 
 
 def _check_grid(name: str, grid: Sequence[int]) -> Grid:
