@@ -54,6 +54,20 @@ def test_param_counts_match_official(cls, arch, expected):
     assert abs(total - expected) / expected < 0.01 / 2, total
 
 
+@pytest.mark.parametrize('cls,arch', [(c, a) for c, a, _ in PARAMS_M])
+def test_every_variant_runs_on_an_odd_size(cls, arch):
+    with torch.device('meta'):  # skip the (slow) random init
+        model = cls(arch=arch, out_indices=(0, 1, 2, 3))
+    model = model.to_empty(device='cpu').eval()
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.fill_(0.01)
+        outs = model(torch.randn(1, 3, 35, 51))
+    sizes = [(9, 13), (5, 7), (3, 4), (2, 2)]
+    assert [tuple(o.shape[1:]) for o in outs
+            ] == [(c, *hw) for c, hw in zip(model.embed_dims, sizes)]
+
+
 def test_arch_errors():
     with pytest.raises(
             ValueError,
@@ -337,3 +351,17 @@ def test_converter_round_trip_strict(cls):
 def test_registered(name):
     model = MODELS.build(dict(type=name, arch=TINY, pretrain_img_size=64))
     assert isinstance(model, nn.Module)
+
+
+@pytest.mark.parametrize('cls', CLASSES)
+def test_bf16_autocast_forward(cls):
+    torch.manual_seed(0)
+    model = tiny(cls, out_indices=(0, 1, 2, 3)).eval()
+    x = torch.randn(1, 3, 64, 64) * 5
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            got = model(x)
+    for a, b in zip(got, expected):
+        assert a.isfinite().all()
+        assert (a.float() - b).abs().max() < 0.1 * b.abs().max()
