@@ -1,0 +1,331 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""tools/analysis_tools/{get_flops,benchmark,benchmark_attention}.py and
+the FLOP handles of mmlinattn.utils.flops, on tiny cases. Speed is not
+tested: the tools must run and write well-formed output."""
+import csv
+import importlib.util
+import json
+import math
+import os.path as osp
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mmlinattn.models.attention import HiLoAttention, SoftmaxFreeAttention
+from mmlinattn.utils.flops import register_flop_handles
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOLS = osp.join(REPO, 'tools', 'analysis_tools')
+
+
+def load_tool(name):
+    """Import tools/analysis_tools/<name>.py (the tools import each other
+    as siblings, so their folder goes on sys.path)."""
+    if TOOLS not in sys.path:
+        sys.path.insert(0, TOOLS)
+    spec = importlib.util.spec_from_file_location(
+        f'analysis_tool_{name}', osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The tools' --threads sets torch's global thread count."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_main(tool, argv, monkeypatch):
+    monkeypatch.setattr(sys, 'argv', [tool.__file__] + argv)
+    tool.main()
+
+
+class OnGrid(nn.Module):
+
+    def __init__(self, layer, hw):
+        super().__init__()
+        self.layer, self.hw = layer, hw
+
+    def forward(self, x):
+        return self.layer(x, self.hw)
+
+
+def count(model, *inputs):
+    from mmengine.analysis import FlopAnalyzer
+    register_flop_handles()
+    analyzer = FlopAnalyzer(model.eval(), inputs)
+    analyzer.unsupported_ops_warnings(False)
+    return analyzer.total(), analyzer.unsupported_ops()
+
+
+# ----------------------------------------------------------- FLOP handles
+def test_sdpa_handle_gives_the_vit_attention_benchmark_anchor():
+    """HiLo(768, 12, ws 2, alpha 0.9) at 14x14: 298,296,320 MACs, the
+    official ``flops()`` and the vit-attention-benchmark table (needs both
+    SDPA calls counted)."""
+    layer = HiLoAttention(768, 12, window_size=2, alpha=0.9)
+    total, unsupported = count(OnGrid(layer, (14, 14)),
+                               torch.randn(1, 196, 768))
+    assert 'aten::scaled_dot_product_attention' not in unsupported
+    assert total == layer.flops(14, 14) == 298_296_320
+
+
+def test_sdpa_handle_counts_both_matmuls_with_different_value_width():
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(
+        2, 3, 7, 4)
+
+    class Attend(nn.Module):
+
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    total, _ = count(Attend(), q, k, v)
+    assert total == 2 * 3 * 5 * 7 * (8 + 4)
+
+
+def test_newton_handle_counts_two_cubic_matmuls_per_iteration():
+    def total(iters):
+        layer = SoftmaxFreeAttention(
+            64, 2, sr_ratio=2, newton_iter=iters, kernel_impl='reference')
+        flops, unsupported = count(
+            OnGrid(layer, (14, 14)), torch.randn(3, 196, 64))
+        assert not [op for op in unsupported if 'PythonOp' in op]
+        return flops
+
+    m, heads, batch = 7 * 7, 2, 3
+    assert total(20) - total(10) == 2 * 10 * batch * heads * m**3
+
+
+def test_deform_conv2d_handle_equals_the_dense_conv():
+    from torchvision.ops import deform_conv2d
+
+    class Deform(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(6, 10, 2, stride=2)
+
+        def forward(self, x, offset):
+            return deform_conv2d(
+                x, offset, self.conv.weight, self.conv.bias, stride=(2, 2))
+
+    deform = Deform()
+    x = torch.randn(1, 6, 8, 12)
+    offset = torch.randn(1, 2 * 2 * 2, 4, 6)
+    macs, unsupported = count(deform, x, offset)
+    assert 'torchvision::deform_conv2d' not in unsupported
+    assert macs == count(deform.conv, x)[0] == 4 * 6 * 10 * 6 * 2 * 2
+
+
+# --------------------------------------------------------------- get_flops
+def test_get_flops_backbone_with_classifier(tmp_path, monkeypatch):
+    """SOFT-Tiny with a 1000-class head: 13.07M parameters (official
+    count); the output JSON lists what was not counted and no custom
+    autograd function is among it."""
+    tool = load_tool('get_flops')
+    out = tmp_path / 'flops.json'
+    run_main(tool, [
+        '--backbone', 'SOFT', '--arch', 'tiny', '--num-classes', '1000',
+        '--shape', '64', '--out',
+        str(out)
+    ], monkeypatch)
+    result = json.loads(out.read_text())
+    assert round(result['params'] / 1e6, 2) == 13.07
+    assert result['input_shape'] == [1, 3, 64, 64]
+    assert result['flops'] > 0 and result['activations'] > 0
+    assert not [op for op in result['not_counted'] if 'PythonOp' in op]
+
+
+def test_get_flops_scales_with_the_input(monkeypatch):
+    tool = load_tool('get_flops')
+    model, _ = tool.build_model(
+        backbone='UFOViT',
+        arch='tiny',
+        backbone_args=dict(out_type='featmap', out_indices=(0, 1, 2, 3)))
+    small = tool.analyze(model, (torch.randn(1, 3, 64, 64), ))['flops']
+    large = tool.analyze(model, (torch.randn(1, 3, 128, 128), ))['flops']
+    # UFO-ViT is linear in the tokens: 4x the pixels -> ~4x the MACs
+    assert 3.8 < large / small <= 4.01
+
+
+def test_get_flops_rejects_ambiguous_requests():
+    tool = load_tool('get_flops')
+    with pytest.raises(ValueError, match='either a config file'):
+        tool.build_model()
+    with pytest.raises(ValueError, match='H or H W'):
+        tool.parse_shape([1, 2, 3])
+
+
+# --------------------------------------------------------------- benchmark
+def test_benchmark_writes_json(tmp_path, monkeypatch):
+    tool = load_tool('benchmark')
+    out = tmp_path / 'bench.json'
+    run_main(tool, [
+        '--backbone', 'LITv2', '--arch', 'small', '--shape', '32', '48',
+        '--batch-size', '2', '--warmup', '1', '--repeat', '3', '--iters', '2',
+        '--threads', '1', '--device', 'cpu', '--out',
+        str(out)
+    ], monkeypatch)
+    result = json.loads(out.read_text())
+    assert result['input_shape'] == [2, 3, 32, 48]
+    assert result['params'] == 27_075_000  # LITv2-S without its head
+    timing = result['timing']
+    assert (timing['repeats'], timing['iters_per_repeat']) == (3, 2)
+    assert 0 < timing['min_s'] <= timing['median_s'] <= timing['max_s']
+    assert result['img_per_s'] == pytest.approx(2 / timing['median_s'])
+    assert result['peak_mem_mb'] >= 0
+    assert result['threads'] == 1
+    assert result['device'].endswith('(1 threads)')
+    assert 'benchmark.py' in result['command']
+
+
+@pytest.mark.skipif(
+    not osp.exists('/proc/self/status'),
+    reason='CPU peak memory is read from /proc (Linux)')
+def test_peak_memory_measures_a_cpu_allocation():
+    tool = load_tool('benchmark')
+    memory = tool.PeakMemory(torch.device('cpu'))
+    memory.reset()
+    block = torch.ones(16 * 2**20)  # 64 MiB, touched
+    del block
+    peak = memory.peak_bytes() / 2**20
+    assert 60 < peak < 80
+
+
+def test_time_fn_median_and_auto_iterations():
+    tool = load_tool('benchmark')
+    calls = []
+    timing = tool.time_fn(
+        lambda: calls.append(1),
+        torch.device('cpu'),
+        warmup=2,
+        repeat=3,
+        iters=0,
+        min_repeat_s=1e-4)
+    assert timing['iters_per_repeat'] >= 1
+    assert len(calls) == 2 + 3 * timing['iters_per_repeat']
+    assert timing['min_s'] <= timing['median_s'] <= timing['max_s']
+
+
+# ----------------------------------------------------- benchmark_attention
+def test_fit_exponent_and_extrapolation():
+    tool = load_tool('benchmark_attention')
+    points = [(n, 3e-3 * n**1.5) for n in (100, 400, 1600, 6400)]
+    k, n = tool.fit_exponent(points, 400, 6400)
+    assert n == 3 and k == pytest.approx(1.5)
+    assert tool.fit_exponent(points, 1, 100) == (None, 1)
+    # from the last two points, exponent clamped to [1, max_k]
+    assert tool._extrapolate(points, 25600, 3.) == pytest.approx(
+        3e-3 * 25600**1.5)
+    assert tool._extrapolate([(10, 1.), (20, 100.)], 40, 2.) == 400.
+    assert tool._extrapolate([(10, 5.)], 20, 2., floor=16.) is None
+
+
+def test_every_layer_builds_and_keeps_the_token_shape():
+    tool = load_tool('benchmark_attention')
+    opts = {**tool.DEFAULTS, **tool.PRESETS['scaling']}
+    opts.update(embed_dims=32, num_heads=2)
+    x = torch.randn(2, 15 * 17, 32)
+    for name in tool.ATTENTIONS:
+        layer = tool.build_attention(name, (15, 17), opts).eval()
+        with torch.no_grad():
+            assert layer(x).shape == x.shape, name
+        assert tool.describe(name, opts)
+
+
+def test_out_of_memory_is_recorded(monkeypatch):
+    tool = load_tool('benchmark_attention')
+
+    def failing_build(*args):
+        raise RuntimeError('DefaultCPUAllocator: can\'t allocate memory: '
+                           'you tried to allocate 17800000000 bytes.')
+
+    monkeypatch.setattr(tool, 'build_attention', failing_build)
+    case = {**tool.DEFAULTS, **tool.PRESETS['scaling']}
+    case.update(
+        attention='msa', hw=(8, 8), mode='forward', dtype='fp32',
+        device='cpu', threads=None, flops=False, mem_budget=None)
+    record = tool.run_case(case)
+    assert record['status'] == 'oom'
+    assert 'allocate' in record['note']
+
+
+def test_benchmark_attention_end_to_end(tmp_path):
+    """Two layers at two grids, each case in its own process: CSV rows,
+    MAC counts, fitted exponents, tables, plots and metadata."""
+    tool = load_tool('benchmark_attention')
+    out = tmp_path / 'bench'
+    tool.main([
+        '--attentions', 'msa', 'xnorm', '--grids', '8x8', '12x16',
+        '--modes', 'forward', '--embed-dims', '16', '--num-heads', '2',
+        '--warmup', '1', '--repeat', '2', '--threads', '1', '--device',
+        'cpu', '--fit-range', '64', '192', '--out-dir',
+        str(out)
+    ])
+    with open(out / 'results.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert {(r['attention'], r['grid'], r['mode'])
+            for r in rows} == {(a, g, 'forward')
+                               for a in ('msa', 'xnorm')
+                               for g in ('8x8', '12x16')}
+    assert len(rows) == 4
+    for r in rows:
+        assert r['status'] == 'ok', r
+        ms, ips = float(r['ms_median']), float(r['img_per_s'])
+        assert 0 < float(r['ms_min']) <= ms <= float(r['ms_max'])
+        assert ips == pytest.approx(1e3 / ms, rel=1e-3)
+        assert float(r['peak_mem_mb']) >= 0
+        assert int(r['tokens']) == math.prod(map(int, r['grid'].split('x')))
+    macs = {(r['attention'], r['grid']): int(r['macs']) for r in rows}
+    # MSA: qkv + proj (4 N C^2) and the two attention matmuls (2 N^2 C)
+    assert macs['msa', '12x16'] == 4 * 192 * 16**2 + 2 * 192**2 * 16
+    # XNorm: qkv + proj and K^T V, Q (K^T V) (2 N C d): linear in N
+    assert macs['xnorm', '12x16'] == 3 * macs['xnorm', '8x8']
+    with open(out / 'scaling.csv') as f:
+        scaling = list(csv.DictReader(f))
+    assert [(s['attention'], s['points']) for s in scaling] == [('msa', '2'),
+                                                               ('xnorm', '2')]
+    assert all(math.isfinite(float(s['k'])) for s in scaling)
+    assert '| msa |' in (out / 'results.md').read_text()
+    meta = json.loads((out / 'meta.json').read_text())
+    assert meta['threads'] == 1 and 'loadavg_after' in meta
+    assert set(meta['layers']) == {'msa', 'xnorm'}
+    for name in ('time.png', 'memory.png'):
+        assert (out / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.parametrize('mode', ['train', 'vab'])
+def test_training_modes_run(mode):
+    tool = load_tool('benchmark_attention')
+    case = {**tool.DEFAULTS, **tool.PRESETS['scaling']}
+    case.update(
+        attention='hilo', hw=(6, 10), mode=mode, dtype='fp32', device='cpu',
+        embed_dims=16, num_heads=2, warmup=1, repeat=2, vab_passes=3,
+        threads=None, flops=True, mem_budget=None)
+    record = tool.run_case(case)
+    assert record['status'] == 'ok'
+    assert 0 < record['ms_min'] <= record['ms_median'] <= record['ms_max']
+    assert record['peak_mem_mb'] >= 0
+    assert 'macs' not in record  # counted for the forward mode only
+
+
+def test_budgets_skip_instead_of_running(tmp_path):
+    """The larger grid is estimated beyond a tiny time budget and recorded
+    as skipped, with the estimate; the smaller one runs."""
+    tool = load_tool('benchmark_attention')
+    opts = tool.resolve_options(
+        tool.parse_args([
+            '--attentions', 'msa', '--grids', '8x8', '64x64', '--modes',
+            'forward', '--embed-dims', '16', '--num-heads', '2', '--warmup',
+            '1', '--repeat', '1', '--threads', '1', '--time-budget', '1e-3',
+            '--no-flops', '--device', 'cpu'
+        ]))
+    rows = tool.run_benchmark(opts, log=lambda line: None)
+    assert [r['status'] for r in rows] == ['ok', 'skipped']
+    assert rows[1]['note'].startswith('est. ') and 'budget' in rows[1]['note']
