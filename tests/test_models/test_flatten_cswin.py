@@ -7,6 +7,7 @@ import itertools
 import math
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -368,3 +369,62 @@ def test_converter_cli_on_an_official_ema_file(tmp_path):
     assert set(saved['state_dict']) == expected
     for k in expected:
         torch.testing.assert_close(saved['state_dict'][k], ours[k])
+
+
+def test_attention_visualisation_covers_linear_and_stripe_blocks():
+    """tools/visualization/vis_attention.py draws every FLatten-CSwin
+    block: focused linear rows (as the direct formula) and stripe rows."""
+    path = osp.join(
+        osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'tools',
+        'visualization', 'vis_attention.py')
+    spec = importlib.util.spec_from_file_location('vis_attention', path)
+    vis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vis)
+
+    torch.manual_seed(0)
+    model = randomise(tiny()).eval()
+    image = torch.randn(1, 3, 64, 64)
+    maps = dict(vis.attention_maps(model, image, query=(0.3, 0.6)))
+    blocks = [
+        f'stages.{i}.blocks.{j}' for i, d in enumerate(TINY['depths'])
+        for j in range(d)
+    ]
+    assert sorted(maps) == sorted(blocks)
+    for name, weights in maps.items():
+        assert weights.min() >= 0 and abs(weights.sum() - 1) < 1e-5, name
+    # stage 3: two stripe branches of width 2 through the query (row 2,
+    # column 1 of the 4 x 4 map); nothing outside the cross
+    cross = maps['stages.2.blocks.0']
+    outside = np.ones((4, 4), bool)
+    outside[2:4, :] = outside[:, 0:2] = False
+    assert cross[outside].max() == 0 and cross[~outside].min() > 0
+    # stage 1 (linear, 16 x 16): the head-mean row of the direct formula
+    block = model.stages[0].blocks[0]
+    captured = {}
+
+    def keep_input(module, args):
+        captured['x'] = args[0]
+
+    block.register_forward_pre_hook(keep_input)
+    with torch.no_grad():
+        model(image)
+        q, k, _ = block.qkv(block.norm1(captured['x'][:1])).chunk(3, dim=-1)
+        attn, query = block.attn, 9 * 16 + 4
+        scale = F.softplus(attn.scale)[0, 0]
+
+        def phi(t):
+            t = (F.relu(t) + 1e-6) / scale
+            return t**3 / (t**3).norm(
+                dim=-1, keepdim=True) * t.norm(
+                    dim=-1, keepdim=True)
+
+        fq, fk = phi(q[0, query]), phi(k[0] + attn.positional_encoding[0])
+        rows = [
+            fk[:, c] @ fq[c] / (fk[:, c] @ fq[c]).sum()
+            for c in (slice(0, 8), slice(8, 16))
+        ]
+    np.testing.assert_allclose(
+        maps['stages.0.blocks.0'].reshape(-1),
+        torch.stack(rows).mean(0).numpy(),
+        rtol=1e-4,
+        atol=1e-7)

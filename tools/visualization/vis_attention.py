@@ -94,6 +94,45 @@ def _register_builtin_handlers() -> None:
         logits = q @ k[0].transpose(1, 2) * q.shape[-1]**-0.5
         return logits[:, 0].softmax(-1), kv_hw
 
+    from mmlinattn.models.backbones.flatten_cswin import (
+        FLattenCSWinBlock, LePEFocusedLinearAttention)
+
+    # FLatten-CSwin blocks own qkv: the block handler draws their layers.
+    ATTENTION_HANDLERS[LePEFocusedLinearAttention] = None
+
+    @attention_handler(FLattenCSWinBlock)
+    def flatten_cswin_row(block, x, hw, query):
+        """Focused linear weights (``'L'`` blocks) or CSWin's stripe
+        softmax (``'S'``; zero outside the query's stripes)."""
+        q, k, _ = block.qkv(block.norm1(x)).chunk(3, dim=-1)
+        attn = block.attn
+        if isinstance(attn, LePEFocusedLinearAttention):
+            phi_q, phi_k = attn.focused_features(q[:, query:query + 1], k, hw)
+            h, d = attn.num_heads, attn.head_dims
+            sim = (phi_q[0].view(h, 1, d) @ phi_k[0].view(-1, h, d).permute(
+                1, 2, 0))[:, 0]
+            return sim / sim.sum(-1, keepdim=True), hw
+        H, W = hw
+        rows = torch.arange(H * W) // W
+        cols = torch.arange(H * W) % W
+        qy, qx, s = query // W, query % W, attn.split_size
+        if attn.global_window:
+            branches = [(slice(None), torch.ones(H * W, dtype=torch.bool))]
+        else:
+            c = q.shape[-1] // 2
+            branches = [(slice(0, c), cols // s == qx // s),
+                        (slice(c, None), rows // s == qy // s)]
+        heads = attn.num_heads // len(branches)
+        weights = []
+        for channels, inside in branches:
+            qb, kb = q[0, query, channels], k[0, :, channels]
+            d = qb.shape[-1] // heads
+            logits = torch.einsum('hd,nhd->hn', qb.view(heads, d),
+                                  kb.view(-1, heads, d)) * d**-0.5
+            weights.append(
+                logits.masked_fill(~inside, float('-inf')).softmax(-1))
+        return torch.cat(weights), hw
+
 
 _register_builtin_handlers()
 
