@@ -78,9 +78,28 @@ def add_mim_extension() -> None:
             shutil.copyfile(src, dst)
 
 
+def set_cuda_home() -> None:
+    """torch takes CUDA_HOME to be the parent of the ``nvcc`` on PATH; for a
+    wrapper script such as ``/usr/local/bin/nvcc`` that is ``/usr/local``,
+    which has neither the CUDA headers nor ``libcudart`` (the link fails).
+    Point CUDA_HOME at the real toolkit when it is unset. Must run before
+    ``torch.utils.cpp_extension`` is imported."""
+    if os.getenv('CUDA_HOME') or os.getenv('CUDA_PATH'):
+        return
+    nvcc = shutil.which('nvcc')
+    if nvcc is None:
+        return
+    for home in (osp.dirname(osp.dirname(osp.realpath(nvcc))),
+                 '/usr/local/cuda'):
+        if osp.exists(osp.join(home, 'include', 'cuda_runtime_api.h')):
+            os.environ['CUDA_HOME'] = home
+            return
+
+
 def get_extensions() -> list:
     if os.getenv('MMLINATTN_WITH_OPS', '1') == '0':
         return []
+    set_cuda_home()
     try:
         import torch
         from torch.utils.cpp_extension import (CUDA_HOME, CppExtension,

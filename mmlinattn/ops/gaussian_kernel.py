@@ -68,8 +68,11 @@ def reference_ops() -> Iterator[None]:
 # ---------------------------------------------------------------------------
 # input checks
 # ---------------------------------------------------------------------------
-def _check_inputs(op: str, points: Sequence[Tuple[str, Tensor]],
-                  features: Sequence[Tuple[str, Tensor, str]] = ()) -> None:
+def _check_inputs(
+    op: str,
+    points: Sequence[Tuple[str, Tensor]],
+    features: Sequence[Tuple[str, Tensor, str]] = ()
+) -> None:
     """Check ranks, dtypes, devices and shapes; name the shapes on error.
 
     ``points`` are (name, tensor) pairs of shape (B, h, *, d); ``features``
@@ -169,7 +172,8 @@ def _use_ext(t: Tensor, force_reference: bool) -> bool:
 
 def _flat(t: Tensor) -> Tensor:
     """(B, h, L, C) -> contiguous (B*h, L, C)."""
-    return t.reshape(-1, t.shape[-2], t.shape[-1]).contiguous()
+    b, h, length, channels = t.shape
+    return t.reshape(b * h, length, channels).contiguous()
 
 
 # ---------------------------------------------------------------------------
@@ -231,7 +235,8 @@ def sqdist_reference(q: Tensor, k: Tensor, method: str = 'exact') -> Tensor:
         return _ExactSqDistReference.apply(q, k)
 
 
-def gaussian_kernel_reference(q: Tensor, k: Tensor,
+def gaussian_kernel_reference(q: Tensor,
+                              k: Tensor,
                               method: str = 'exact') -> Tensor:
     """Pure-PyTorch :func:`gaussian_kernel`: ``exp(-sqdist(q, k) / 2)``."""
     _check_method('gaussian_kernel_reference', method)
@@ -242,8 +247,10 @@ def gaussian_kernel_reference(q: Tensor, k: Tensor,
         return torch.exp(-0.5 * dist).to(q.dtype)
 
 
-def gaussian_kernel_matmul_reference(q: Tensor, l: Tensor,  # noqa: E741
-                                     x: Tensor) -> Tensor:
+def gaussian_kernel_matmul_reference(
+        q: Tensor,
+        l: Tensor,  # noqa: E741
+        x: Tensor) -> Tensor:
     """Pure-PyTorch :func:`gaussian_kernel_matmul` (materialises N x M)."""
     _check_inputs('gaussian_kernel_matmul_reference', [('q', q), ('l', l)],
                   [('x', x, 'l')])
@@ -253,8 +260,10 @@ def gaussian_kernel_matmul_reference(q: Tensor, l: Tensor,  # noqa: E741
         return (kernel @ x.to(acc)).to(q.dtype)
 
 
-def gaussian_kernel_t_matmul_reference(q: Tensor, l: Tensor,  # noqa: E741
-                                       v: Tensor) -> Tensor:
+def gaussian_kernel_t_matmul_reference(
+        q: Tensor,
+        l: Tensor,  # noqa: E741
+        v: Tensor) -> Tensor:
     """Pure-PyTorch :func:`gaussian_kernel_t_matmul` (materialises N x M)."""
     _check_inputs('gaussian_kernel_t_matmul_reference', [('q', q), ('l', l)],
                   [('v', v, 'q')])
@@ -273,8 +282,7 @@ class SqDistFunction(Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, apply_exp: bool) -> Tensor:
-        out = ext_module.gaussian_sqdist_forward(_flat(q), _flat(k),
-                                                 apply_exp)
+        out = ext_module.gaussian_sqdist_forward(_flat(q), _flat(k), apply_exp)
         ctx.save_for_backward(q, k, out if apply_exp else None)
         return out.view(*q.shape[:-1], k.shape[-2])
 
@@ -301,17 +309,24 @@ class GaussianKernelMatmulFunction(Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
         p, o, x = ctx.saved_tensors
         p3, o3, x3, g3 = _flat(p), _flat(o), _flat(x), _flat(grad)
+        need_p, need_o, need_x = ctx.needs_input_grad
+        grad_p = grad_o = grad_x = None
         with torch.autocast(device_type=p.device.type, enabled=False):
-            # s_rc = K_rc (g_r . x_c); dp_r = sum_c s_rc (o_c - p_r)
-            grad_p, _ = ext_module.gaussian_kernel_matmul_backward(
-                p3, o3, g3, x3, False)
-            # do_c = sum_r s_rc (p_r - o_c); dx_c = sum_r K_rc g_r
-            grad_o, grad_x = ext_module.gaussian_kernel_matmul_backward(
-                o3, p3, x3, g3, True)
-        return (grad_p.view_as(p), grad_o.view_as(o), grad_x.view_as(x))
+            if need_p:
+                # s_rc = K_rc (g_r . x_c); dp_r = sum_c s_rc (o_c - p_r)
+                grad_p, _ = ext_module.gaussian_kernel_matmul_backward(
+                    p3, o3, g3, x3, False)
+                grad_p = grad_p.view_as(p)
+            if need_o or need_x:
+                # do_c = sum_r s_rc (p_r - o_c); dx_c = sum_r K_rc g_r
+                grad_o, grad_x = ext_module.gaussian_kernel_matmul_backward(
+                    o3, p3, x3, g3, need_x)
+                grad_o = grad_o.view_as(o) if need_o else None
+                grad_x = grad_x.view_as(x) if need_x else None
+        return grad_p, grad_o, grad_x
 
 
 # ---------------------------------------------------------------------------
@@ -360,11 +375,12 @@ def gaussian_kernel(q: Tensor,
         return SqDistFunction.apply(q, k, True)
 
 
-def gaussian_kernel_matmul(q: Tensor,
-                           l: Tensor,  # noqa: E741
-                           x: Tensor,
-                           *,
-                           force_reference: bool = False) -> Tensor:
+def gaussian_kernel_matmul(
+        q: Tensor,
+        l: Tensor,  # noqa: E741
+        x: Tensor,
+        *,
+        force_reference: bool = False) -> Tensor:
     """``exp(-sqdist(q, l) / 2) @ x`` without materialising the kernel.
 
     Args:
@@ -384,11 +400,12 @@ def gaussian_kernel_matmul(q: Tensor,
         return GaussianKernelMatmulFunction.apply(q, l, x)
 
 
-def gaussian_kernel_t_matmul(q: Tensor,
-                             l: Tensor,  # noqa: E741
-                             v: Tensor,
-                             *,
-                             force_reference: bool = False) -> Tensor:
+def gaussian_kernel_t_matmul(
+        q: Tensor,
+        l: Tensor,  # noqa: E741
+        v: Tensor,
+        *,
+        force_reference: bool = False) -> Tensor:
     """``exp(-sqdist(q, l) / 2)^T @ v`` without materialising the kernel.
 
     Args:

@@ -1,0 +1,46 @@
+// Copyright (c) mmlinattn contributors. All rights reserved.
+#include <torch/extension.h>
+
+#include <vector>
+
+at::Tensor gaussian_sqdist_forward(const at::Tensor& q, const at::Tensor& k,
+                                   bool apply_exp);
+std::vector<at::Tensor> gaussian_sqdist_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+    const c10::optional<at::Tensor>& kernel);
+at::Tensor gaussian_kernel_matmul_forward(const at::Tensor& p,
+                                          const at::Tensor& o,
+                                          const at::Tensor& x);
+std::vector<at::Tensor> gaussian_kernel_matmul_backward(
+    const at::Tensor& p, const at::Tensor& o, const at::Tensor& a,
+    const at::Tensor& b, bool with_kb);
+
+bool has_cuda() {
+#ifdef MMLINATTN_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mmlinattn compiled ops (CPU kernels; CUDA kernels if built)";
+  m.def("has_cuda", &has_cuda,
+        "whether the extension was compiled with its CUDA kernels");
+  m.def("gaussian_sqdist_forward", &gaussian_sqdist_forward,
+        "exact squared distances (B*h, N, M) between q (B*h, N, d) and "
+        "k (B*h, M, d); exp(-D/2) if apply_exp",
+        py::arg("q"), py::arg("k"), py::arg("apply_exp"));
+  m.def("gaussian_sqdist_backward", &gaussian_sqdist_backward,
+        "gradients (dq, dk) of sqdist, or of exp(-D/2) given its output",
+        py::arg("grad"), py::arg("q"), py::arg("k"),
+        py::arg("kernel") = py::none());
+  m.def("gaussian_kernel_matmul_forward", &gaussian_kernel_matmul_forward,
+        "fused exp(-sqdist(p, o)/2) @ x without materialising the kernel",
+        py::arg("p"), py::arg("o"), py::arg("x"));
+  m.def("gaussian_kernel_matmul_backward", &gaussian_kernel_matmul_backward,
+        "fused (dp, K b) with s_rc = K_rc (a_r . b_c), "
+        "dp_r = sum_c s_rc (o_c - p_r)",
+        py::arg("p"), py::arg("o"), py::arg("a"), py::arg("b"),
+        py::arg("with_kb"));
+}
