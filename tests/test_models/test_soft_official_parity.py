@@ -9,7 +9,9 @@ tanh-GELU formula and both Newton-Schulz variants. It shares no code with
 ``convert_soft_official``. The released checkpoints themselves cannot be
 downloaded here (Google Drive).
 """
+import importlib.util
 import math
+import os.path as osp
 import subprocess
 import sys
 from argparse import Namespace
@@ -327,11 +329,6 @@ def test_converter_round_trip_and_arch_inference():
         convert_soft_official({'block1.0.att.mha.W_k.weight': None})
 
 
-def _run_converter(args, env):
-    return subprocess.run([sys.executable, CONVERTER] + args,
-                          capture_output=True, text=True, env=env)
-
-
 def test_converter_cli(tmp_path, subprocess_env, repo_root):
     official = random_official_state_dict(SMALL_ARCH, True)
     ema = {f'module.{k}': v for k, v in official.items()}
@@ -354,11 +351,13 @@ def test_converter_cli(tmp_path, subprocess_env, repo_root):
     torch.testing.assert_close(ckpt['state_dict'],
                                convert_soft_official(official))
 
+    # --to det, in-process through the script's main()
+    spec = importlib.util.spec_from_file_location(
+        'soft2mmlinattn', osp.join(repo_root, CONVERTER))
+    converter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(converter)
     dst_det = tmp_path / 'det.pth'
-    result = subprocess.run(
-        [sys.executable, CONVERTER, str(src), str(dst_det), '--to', 'det'],
-        capture_output=True, text=True, env=subprocess_env, cwd=repo_root)
-    assert result.returncode == 0, result.stderr
+    converter.main([str(src), str(dst_det), '--to', 'det'])
     det = torch.load(dst_det, weights_only=True)['state_dict']
     assert all(k.startswith('backbone.') for k in det)
     dense = SOFT(SMALL_ARCH, out_indices=(0, 1, 2, 3), with_cls_token=False,
