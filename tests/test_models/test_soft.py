@@ -410,6 +410,23 @@ def test_max_landmarks_bounds_m_and_keeps_checkpoints():
     assert seen == [2]  # (5, 3) grid scaled by sqrt(4 / 15) -> (2, 1)
 
 
+def test_newton_op_is_counted_by_mmengine_flop_analysis():
+    from mmengine.analysis import FlopAnalyzer
+
+    def flops(newton_iter):
+        attn = SoftmaxFreeAttention(
+            64, 2, sr_ratio=2, newton_iter=newton_iter,
+            kernel_impl='reference')
+        analyzer = FlopAnalyzer(attn, (torch.randn(3, 14 * 14, 64), (14, 14)))
+        analyzer.unsupported_ops_warnings(False)
+        total = analyzer.total()
+        assert not any('Newton' in op for op in analyzer.unsupported_ops())
+        return total
+
+    m = 7 * 7  # landmarks of a 14 x 14 grid with sr_ratio 2
+    assert flops(20) - flops(10) == 10 * 2 * (3 * 2) * m**3
+
+
 def test_local_conv_is_per_head_depthwise():
     attn = SoftmaxFreeAttention(64, 2, sr_ratio=2, conv_size=5)
     assert attn.local_conv.weight.shape == (2, 1, 5, 5)

@@ -12,7 +12,8 @@ through ``m`` landmarks L (Nystrom): ``P A^+ P^T`` with ``P = k(Q, L)``,
 """
 import contextlib
 import math
-from typing import ContextManager, Optional, Tuple
+from math import prod
+from typing import Any, ContextManager, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -55,6 +56,30 @@ class _RegularizedNewtonInverse(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         inv_t = ctx.saved_tensors[0].transpose(-1, -2)
         return -(inv_t @ grad @ inv_t), None
+
+
+def _newton_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """mmengine ``FlopAnalyzer`` handle of :class:`_RegularizedNewtonInverse`
+    (a ``prim::PythonOp``): two m x m x m products per iteration."""
+    sizes = inputs[0].type().sizes()
+    num_iter = outputs[0].node().scalar_args()[0]
+    return 2 * num_iter * prod(sizes[:-2]) * sizes[-1]**3
+
+
+def _register_complexity_handles() -> None:
+    """Count the Newton-Schulz op in ``mmengine.analysis`` (mmlinattn.ops
+    registers its Gaussian-kernel ops the same way)."""
+    try:
+        from mmengine.analysis import complexity_analysis
+    except ImportError:
+        return
+    name = 'prim::PythonOp.' + _RegularizedNewtonInverse.__name__
+    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[name] = _newton_flop_jit
+    complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[name] = (
+        lambda inputs, outputs: prod(outputs[0].type().sizes()))
+
+
+_register_complexity_handles()
 
 
 def _newton_backoff(mat: torch.Tensor, num_iter: int,
