@@ -325,6 +325,19 @@ def test_converter_round_trip_and_arch_inference():
     for key, value in official.items():
         assert torch.equal(back[key], value), key
     assert infer_soft_arch(official) == SMALL_ARCH
+    # our model -> official layout -> converter -> strict load: same outputs
+    torch.manual_seed(1)
+    model = SOFT(SMALL_ARCH, out_indices=(0, 1, 2, 3), sym_norm=True).eval()
+    exported = convert_soft_to_official(
+        {f'backbone.{k}': v for k, v in model.state_dict().items()})
+    restored = SOFT(SMALL_ARCH, out_indices=(0, 1, 2, 3), sym_norm=True)
+    restored.load_state_dict(
+        {k[9:]: v for k, v in convert_soft_official(exported).items()},
+        strict=True)
+    x = torch.randn(2, 3, 67, 75)
+    with torch.no_grad():
+        for a, b in zip(model(x), restored.eval()(x)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(KeyError, match='unknown official SOFT key'):
         convert_soft_official({'block1.0.att.mha.W_k.weight': None})
 
