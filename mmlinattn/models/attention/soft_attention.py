@@ -12,7 +12,6 @@ through ``m`` landmarks L (Nystrom): ``P A^+ P^T`` with ``P = k(Q, L)``,
 """
 import contextlib
 import math
-from math import prod
 from typing import Any, ContextManager, List, Optional, Tuple
 
 import torch
@@ -63,7 +62,7 @@ def _newton_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     (a ``prim::PythonOp``): two m x m x m products per iteration."""
     sizes = inputs[0].type().sizes()
     num_iter = outputs[0].node().scalar_args()[0]
-    return 2 * num_iter * prod(sizes[:-2]) * sizes[-1]**3
+    return 2 * num_iter * math.prod(sizes[:-2]) * sizes[-1]**3
 
 
 def _register_complexity_handles() -> None:
@@ -76,7 +75,7 @@ def _register_complexity_handles() -> None:
     name = 'prim::PythonOp.' + _RegularizedNewtonInverse.__name__
     complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[name] = _newton_flop_jit
     complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[name] = (
-        lambda inputs, outputs: prod(outputs[0].type().sizes()))
+        lambda inputs, outputs: math.prod(outputs[0].type().sizes()))
 
 
 _register_complexity_handles()
