@@ -346,14 +346,23 @@ def test_newton_batch_dependence():
         assert same == independent, variant
 
 
-def test_newton_runs_in_fp32_under_autocast():
+def test_newton_runs_in_fp32_under_autocast(monkeypatch):
+    from mmlinattn.models.attention import soft_attention
+    seen = []
+    original = soft_attention.newton_schulz_inverse
+
+    def recording(mat, *args):
+        seen.append((mat.dtype, torch.is_autocast_enabled('cpu')))
+        return original(mat, *args)
+
+    monkeypatch.setattr(soft_attention, 'newton_schulz_inverse', recording)
     attn = SoftmaxFreeAttention(32, 1, sr_ratio=2, kernel_impl='reference')
     x = torch.randn(1, 64, 32)
     ref = attn(x, (8, 8))
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = attn(x, (8, 8))
-    assert out.dtype == torch.bfloat16
-    # bf16 only in the projections: close to the fp32 result
+    assert out.dtype == torch.bfloat16  # the projections ran in bf16
+    assert seen == [(torch.float32, False)] * 2
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
 
 
