@@ -142,6 +142,49 @@ def test_get_flops_backbone_with_classifier(tmp_path, monkeypatch):
     assert not [op for op in result['not_counted'] if 'PythonOp' in op]
 
 
+# Small SOFT of the demo configs, for the full-size Mask R-CNN config.
+DEMO_SOFT = dict(
+    embed_dims=[32, 64, 128, 128], num_heads=[1, 2, 4, 4], depths=[1, 1, 2, 1])
+TOOLBOX_CASES = [
+    ('mmpretrain', 'configs/classification/soft_demo_shapes.py', {}, (64, 64)),
+    ('mmdet', 'configs/detection/retinanet_soft_demo_shapes.py', {},
+     (64, 96)),
+    # two-stage: the RPN needs data samples with image shapes
+    ('mmdet', 'configs/detection/mask_rcnn_soft_tiny_1x.py', {
+        'model.backbone.arch': dict(DEMO_SOFT, _delete_=True),
+        'model.neck.in_channels': [32, 64, 128, 128]
+    }, (64, 96)),
+    ('mmseg', 'configs/segmentation/fpn_soft_demo_shapes.py', {}, (64, 64)),
+]
+
+
+@pytest.mark.parametrize('toolbox, config, options, shape', TOOLBOX_CASES)
+def test_get_flops_on_toolbox_configs(toolbox, config, options, shape):
+    """The whole model of our config (network forward) and its backbone:
+    consistent parameter counts, the model costs more than its backbone,
+    and only mmcv's sampling ops (no MACs) stay uncounted."""
+    pytest.importorskip(toolbox)
+    tool = load_tool('get_flops')
+    inputs = (torch.randn(1, 3, *shape), )
+    model, kind = tool.build_model(
+        osp.join(REPO, config), cfg_options=options, shape=shape)
+    backbone, _ = tool.build_model(
+        osp.join(REPO, config),
+        cfg_options=options,
+        backbone_only=True,
+        shape=shape)
+    full = tool.analyze(model, inputs)
+    alone = tool.analyze(backbone, inputs)
+    assert kind.endswith(config)
+    assert full['params'] == sum(p.numel() for p in model.parameters())
+    assert alone['params'] == sum(
+        p.numel() for p in model.backbone.parameters())
+    assert full['flops'] > alone['flops'] > 0
+    assert {op for op in full['not_counted'] if 'PythonOp' in op} <= {
+        'prim::PythonOp.NMSop', 'prim::PythonOp.RoIAlignFunction'
+    }
+
+
 def test_get_flops_scales_with_the_input(monkeypatch):
     tool = load_tool('get_flops')
     model, _ = tool.build_model(

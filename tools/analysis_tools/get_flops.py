@@ -231,9 +231,9 @@ def main() -> None:
           f'Not counted (elementwise by convention): {not_counted or "-"}'
           f'\n{split}')
     python_ops = [k for k in result['not_counted'] if 'PythonOp' in k]
-    if python_ops:
-        print(f'WARNING: custom autograd functions without a FLOP handle '
-              f'(their cost is missing): {python_ops}')
+    if python_ops:  # e.g. mmcv's RoIAlign / NMS (sampling, no MACs)
+        print('Note: custom autograd functions without a FLOP handle are '
+              f'not counted: {python_ops}')
     if result['table']:
         print(result['table'])
     if args.out:
