@@ -12,7 +12,7 @@ through ``m`` landmarks L (Nystrom): ``P A^+ P^T`` with ``P = k(Q, L)``,
 """
 import contextlib
 import math
-from typing import Any, ContextManager, List, Optional, Tuple
+from typing import ContextManager, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,7 @@ from torch.autograd.function import once_differentiable
 from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
                            gaussian_kernel_t_matmul, ops_backend)
 from mmlinattn.registry import register_model
+from mmlinattn.utils.flops import register_flop_handles
 
 NEWTON_VARIANTS = ('a', 'b', 'b_per_matrix')
 KERNEL_METHODS = ('expand', 'exact')
@@ -57,28 +58,9 @@ class _RegularizedNewtonInverse(torch.autograd.Function):
         return -(inv_t @ grad @ inv_t), None
 
 
-def _newton_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """mmengine ``FlopAnalyzer`` handle of :class:`_RegularizedNewtonInverse`
-    (a ``prim::PythonOp``): two m x m x m products per iteration."""
-    sizes = inputs[0].type().sizes()
-    num_iter = outputs[0].node().scalar_args()[0]
-    return 2 * num_iter * math.prod(sizes[:-2]) * sizes[-1]**3
-
-
-def _register_complexity_handles() -> None:
-    """Count the Newton-Schulz op in ``mmengine.analysis`` (mmlinattn.ops
-    registers its Gaussian-kernel ops the same way)."""
-    try:
-        from mmengine.analysis import complexity_analysis
-    except ImportError:
-        return
-    name = 'prim::PythonOp.' + _RegularizedNewtonInverse.__name__
-    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[name] = _newton_flop_jit
-    complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[name] = (
-        lambda inputs, outputs: math.prod(outputs[0].type().sizes()))
-
-
-_register_complexity_handles()
+# mmengine's complexity analysis sees the Function above as an unsupported
+# ``prim::PythonOp``; mmlinattn.utils.flops holds its FLOP handle.
+register_flop_handles()
 
 
 def _newton_backoff(mat: torch.Tensor, num_iter: int,
