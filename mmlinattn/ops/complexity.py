@@ -3,8 +3,8 @@
 complexity analysis.
 
 An ``autograd.Function`` traces as ``prim::PythonOp.<ClassName>``, which
-mmengine's ``FlopAnalyzer`` reports as unsupported. ``get_model_complexity_info``
-builds fresh analyzers whose handles come from
+mmengine's ``FlopAnalyzer`` reports as unsupported.
+``get_model_complexity_info`` builds fresh analyzers whose handles come from
 ``mmengine.analysis.complexity_analysis._DEFAULT_SUPPORTED_{FLOP,ACT}_OPS``,
 so the handles are added there (``register_complexity_handles`` runs when
 ``mmlinattn.ops`` is imported). Like mmengine, one multiply-add is one FLOP:
