@@ -8,7 +8,9 @@ fail to load for ``--resume``, ``tools/test.py`` and ``mim test``. Rather than
 switching the safe unpickler off, we allow-list exactly the classes such
 checkpoints contain.
 """
-from typing import List
+import pickle
+from types import FunctionType
+from typing import Any, List
 
 import numpy as np
 import torch
@@ -32,10 +34,28 @@ def _numpy_globals() -> List:
     return objs
 
 
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """Stand-in for ``builtins.getattr`` while unpickling.
+
+    ``HistoryBuffer.__getstate__`` stores its statistics functions, which
+    pickle as ``getattr(HistoryBuffer, 'min')``. Allow-listing the real
+    ``getattr`` would let a checkpoint reach any attribute of any allowed
+    object; this only resolves functions defined on ``HistoryBuffer``.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and not name.startswith('_') and isinstance(
+            vars(HistoryBuffer).get(name), FunctionType):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'refusing getattr({obj!r}, {name!r}) in a weights-only load: only '
+        'HistoryBuffer statistics methods are allowed')
+
+
 def mmengine_checkpoint_globals() -> List:
     """Every non-tensor global an mmengine 0.10 training checkpoint holds."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    return [HistoryBuffer] + _numpy_globals()
+    return [HistoryBuffer, (_history_buffer_getattr, 'builtins.getattr')
+            ] + _numpy_globals()
 
 
 def allow_mmengine_checkpoints() -> None:

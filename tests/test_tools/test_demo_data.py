@@ -49,10 +49,11 @@ def test_coco_json_loads_with_pycocotools_and_masks_match_boxes(tmp_path):
         assert mask.shape == (img['height'], img['width'])
         ys, xs = np.nonzero(mask)
         x, y, w, h = ann['bbox']
-        # the rasterised polygon fills its box up to a pixel on each side
-        assert abs(xs.min() - x) <= 1 and abs(ys.min() - y) <= 1
-        assert abs(xs.max() + 1 - (x + w)) <= 1.5
-        assert abs(ys.max() + 1 - (y + h)) <= 1.5
+        # the rasterised polygon fills its box up to the pixels that a
+        # sharp vertex (triangle, star tip) may not cover
+        assert abs(xs.min() - x) <= 2 and abs(ys.min() - y) <= 2
+        assert abs(xs.max() + 1 - (x + w)) <= 2
+        assert abs(ys.max() + 1 - (y + h)) <= 2
         assert abs(mask.sum() - ann['area']) <= 0.15 * ann['area'] + 10
         image = np.asarray(
             Image.open(osp.join(tmp_path, 'train', img['file_name'])))
