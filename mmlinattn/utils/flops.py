@@ -49,7 +49,9 @@ def newton_inverse_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     ``num_iter`` steps ``V <- 2V - V A V`` of two m x m x m matmuls each.
     ``num_iter`` is the scalar argument recorded on the traced node."""
     mat_shape = _shape(inputs[0])
-    scalars = [s for s in outputs[0].node().scalar_args() if isinstance(s, int)]
+    scalars = [
+        s for s in outputs[0].node().scalar_args() if isinstance(s, int)
+    ]
     if not scalars:
         raise RuntimeError(f'{_NEWTON_OP}: the traced node carries no '
                            'iteration count')

@@ -70,15 +70,15 @@ def test_sdpa_handle_gives_the_vit_attention_benchmark_anchor():
     official ``flops()`` and the vit-attention-benchmark table (needs both
     SDPA calls counted)."""
     layer = HiLoAttention(768, 12, window_size=2, alpha=0.9)
-    total, unsupported = count(OnGrid(layer, (14, 14)),
-                               torch.randn(1, 196, 768))
+    total, unsupported = count(
+        OnGrid(layer, (14, 14)), torch.randn(1, 196, 768))
     assert 'aten::scaled_dot_product_attention' not in unsupported
     assert total == layer.flops(14, 14) == 298_296_320
 
 
 def test_sdpa_handle_counts_both_matmuls_with_different_value_width():
-    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(
-        2, 3, 7, 4)
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7,
+                                                   8), torch.randn(2, 3, 7, 4)
 
     class Attend(nn.Module):
 
@@ -90,6 +90,7 @@ def test_sdpa_handle_counts_both_matmuls_with_different_value_width():
 
 
 def test_newton_handle_counts_two_cubic_matmuls_per_iteration():
+
     def total(iters):
         layer = SoftmaxFreeAttention(
             64, 2, sr_ratio=2, newton_iter=iters, kernel_impl='reference')
@@ -147,8 +148,7 @@ DEMO_SOFT = dict(
     embed_dims=[32, 64, 128, 128], num_heads=[1, 2, 4, 4], depths=[1, 1, 2, 1])
 TOOLBOX_CASES = [
     ('mmpretrain', 'configs/classification/soft_demo_shapes.py', {}, (64, 64)),
-    ('mmdet', 'configs/detection/retinanet_soft_demo_shapes.py', {},
-     (64, 96)),
+    ('mmdet', 'configs/detection/retinanet_soft_demo_shapes.py', {}, (64, 96)),
     # two-stage: the RPN needs data samples with image shapes
     ('mmdet', 'configs/detection/mask_rcnn_soft_tiny_1x.py', {
         'model.backbone.arch': dict(DEMO_SOFT, _delete_=True),
@@ -177,12 +177,12 @@ def test_get_flops_on_toolbox_configs(toolbox, config, options, shape):
     alone = tool.analyze(backbone, inputs)
     assert kind.endswith(config)
     assert full['params'] == sum(p.numel() for p in model.parameters())
-    assert alone['params'] == sum(
-        p.numel() for p in model.backbone.parameters())
+    assert alone['params'] == sum(p.numel()
+                                  for p in model.backbone.parameters())
     assert full['flops'] > alone['flops'] > 0
-    assert {op for op in full['not_counted'] if 'PythonOp' in op} <= {
-        'prim::PythonOp.NMSop', 'prim::PythonOp.RoIAlignFunction'
-    }
+    assert {op
+            for op in full['not_counted'] if 'PythonOp' in op
+            } <= {'prim::PythonOp.NMSop', 'prim::PythonOp.RoIAlignFunction'}
 
 
 def test_get_flops_scales_with_the_input(monkeypatch):
@@ -264,10 +264,25 @@ def test_fit_exponent_and_extrapolation():
     assert n == 3 and k == pytest.approx(1.5)
     assert tool.fit_exponent(points, 1, 100) == (None, 1)
     # from the last two points, exponent clamped to [1, max_k]
-    assert tool._extrapolate(points, 25600, 3.) == pytest.approx(
-        3e-3 * 25600**1.5)
+    assert tool._extrapolate(points, 25600,
+                             3.) == pytest.approx(3e-3 * 25600**1.5)
     assert tool._extrapolate([(10, 1.), (20, 100.)], 40, 2.) == 400.
     assert tool._extrapolate([(10, 5.)], 20, 2., floor=16.) is None
+
+
+def test_budget_notes():
+    tool = load_tool('benchmark_attention')
+    opts = dict(tool.DEFAULTS, mem_budget=4., time_budget=60.)
+    linear = [(100, 10., 100.), (400, 40., 400.)]  # ms and MiB ~ N
+    assert tool._budget_note(linear, 1600, 'forward', opts) is None
+    # 400 MiB * 16 = 6.25 GB at 6400 tokens
+    assert tool._budget_note(linear, 6400, 'forward',
+                             opts) == 'est. 6.2 GB > budget 4 GB'
+    quadratic = [(100, 10., 1.), (200, 40., 1.)]  # ms ~ N^2, tiny memory
+    # 30 passes of 40 ms * 4^2
+    assert tool._budget_note(quadratic, 800, 'vab', opts) is None
+    assert tool._budget_note(quadratic, 1600, 'vab',
+                             opts) == 'est. 77 s > budget 60 s'
 
 
 def test_every_layer_builds_and_keeps_the_token_shape():
@@ -292,8 +307,14 @@ def test_out_of_memory_is_recorded(monkeypatch):
     monkeypatch.setattr(tool, 'build_attention', failing_build)
     case = {**tool.DEFAULTS, **tool.PRESETS['scaling']}
     case.update(
-        attention='msa', hw=(8, 8), mode='forward', dtype='fp32',
-        device='cpu', threads=None, flops=False, mem_budget=None)
+        attention='msa',
+        hw=(8, 8),
+        mode='forward',
+        dtype='fp32',
+        device='cpu',
+        threads=None,
+        flops=False,
+        mem_budget=None)
     record = tool.run_case(case)
     assert record['status'] == 'oom'
     assert 'allocate' in record['note']
@@ -305,10 +326,10 @@ def test_benchmark_attention_end_to_end(tmp_path):
     tool = load_tool('benchmark_attention')
     out = tmp_path / 'bench'
     tool.main([
-        '--attentions', 'msa', 'xnorm', '--grids', '8x8', '12x16',
-        '--modes', 'forward', '--embed-dims', '16', '--num-heads', '2',
-        '--warmup', '1', '--repeat', '2', '--threads', '1', '--device',
-        'cpu', '--fit-range', '64', '192', '--out-dir',
+        '--attentions', 'msa', 'xnorm', '--grids', '8x8', '12x16', '--modes',
+        'forward', '--embed-dims', '16', '--num-heads', '2', '--warmup', '1',
+        '--repeat', '2', '--threads', '1', '--device', 'cpu', '--fit-range',
+        '64', '192', '--out-dir',
         str(out)
     ])
     with open(out / 'results.csv') as f:
@@ -333,7 +354,7 @@ def test_benchmark_attention_end_to_end(tmp_path):
     with open(out / 'scaling.csv') as f:
         scaling = list(csv.DictReader(f))
     assert [(s['attention'], s['points']) for s in scaling] == [('msa', '2'),
-                                                               ('xnorm', '2')]
+                                                                ('xnorm', '2')]
     assert all(math.isfinite(float(s['k'])) for s in scaling)
     assert '| msa |' in (out / 'results.md').read_text()
     meta = json.loads((out / 'meta.json').read_text())
@@ -348,9 +369,19 @@ def test_training_modes_run(mode):
     tool = load_tool('benchmark_attention')
     case = {**tool.DEFAULTS, **tool.PRESETS['scaling']}
     case.update(
-        attention='hilo', hw=(6, 10), mode=mode, dtype='fp32', device='cpu',
-        embed_dims=16, num_heads=2, warmup=1, repeat=2, vab_passes=3,
-        threads=None, flops=True, mem_budget=None)
+        attention='hilo',
+        hw=(6, 10),
+        mode=mode,
+        dtype='fp32',
+        device='cpu',
+        embed_dims=16,
+        num_heads=2,
+        warmup=1,
+        repeat=2,
+        vab_passes=3,
+        threads=None,
+        flops=True,
+        mem_budget=None)
     record = tool.run_case(case)
     assert record['status'] == 'ok'
     assert 0 < record['ms_min'] <= record['ms_median'] <= record['ms_max']

@@ -48,8 +48,9 @@ def device_name(device: torch.device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f
-                       if line.startswith('model name'))
+            cpu = next(
+                line.split(':', 1)[1].strip() for line in f
+                if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
     return f'{cpu} ({torch.get_num_threads()} threads)'
@@ -174,26 +175,38 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Inference throughput and peak memory of a model')
     parser.add_argument('config', nargs='?', help='config file')
-    parser.add_argument('--backbone-only', action='store_true',
-                        help='benchmark model.backbone of the config')
-    parser.add_argument('--backbone', help='registered backbone name '
-                        '(instead of a config), e.g. LITv2')
+    parser.add_argument(
+        '--backbone-only',
+        action='store_true',
+        help='benchmark model.backbone of the config')
+    parser.add_argument(
+        '--backbone',
+        help='registered backbone name '
+        '(instead of a config), e.g. LITv2')
     parser.add_argument('--arch', help='arch of --backbone')
-    parser.add_argument('--shape', type=int, nargs='+', default=[224],
-                        help='input H [W]')
+    parser.add_argument(
+        '--shape', type=int, nargs='+', default=[224], help='input H [W]')
     parser.add_argument('--batch-size', type=int, default=1)
-    parser.add_argument('--device', default='cuda'
-                        if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--dtype', choices=list(DTYPES), default='fp32',
-                        help='fp16/bf16 through torch.autocast')
-    parser.add_argument('--compile', action='store_true',
-                        help='torch.compile the model (compiled in warm-up)')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--dtype',
+        choices=list(DTYPES),
+        default='fp32',
+        help='fp16/bf16 through torch.autocast')
+    parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the model (compiled in warm-up)')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--repeat', type=int, default=10)
-    parser.add_argument('--iters', type=int, default=0,
-                        help='passes per timed repeat (0: auto, >= 0.2 s)')
-    parser.add_argument('--threads', type=int,
-                        help='torch.set_num_threads (CPU)')
+    parser.add_argument(
+        '--iters',
+        type=int,
+        default=0,
+        help='passes per timed repeat (0: auto, >= 0.2 s)')
+    parser.add_argument(
+        '--threads', type=int, help='torch.set_num_threads (CPU)')
     parser.add_argument('--out', help='write the result as JSON')
     return parser.parse_args()
 
@@ -208,8 +221,11 @@ def main() -> None:
     device = torch.device(args.device)
     shape = parse_shape(args.shape)
     model, kind = build_model(
-        args.config, args.backbone, args.arch,
-        backbone_only=args.backbone_only, shape=shape)
+        args.config,
+        args.backbone,
+        args.arch,
+        backbone_only=args.backbone_only,
+        shape=shape)
     params = sum(p.numel() for p in model.parameters())
     model = model.to(device)
     if args.compile:
@@ -221,8 +237,13 @@ def main() -> None:
             return model(inputs)
 
     memory = PeakMemory(device)
-    timing = time_fn(forward, device, args.warmup, args.repeat, args.iters,
-                     after_warmup=memory.reset)
+    timing = time_fn(
+        forward,
+        device,
+        args.warmup,
+        args.repeat,
+        args.iters,
+        after_warmup=memory.reset)
     peak = memory.peak_bytes()
     result = dict(
         model=kind,

@@ -124,8 +124,7 @@ class SoftmaxMSA(nn.Module):
     def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
         B, N, C = x.shape
         h = self.num_heads
-        q, k, v = self.qkv(x).view(B, N, 3, h, C // h).permute(2, 0, 3, 1,
-                                                                4)
+        q, k, v = self.qkv(x).view(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
@@ -182,8 +181,8 @@ def build_attention(name: str, hw: Grid, opts: Dict) -> nn.Module:
         return OnGrid(SwinWindowMSA(C, h, opts['window_size']), hw)
     if name == 'sra':
         return OnGrid(
-            SpatialReductionSoftmaxAttention(
-                C, h, sr_ratio=opts['sra_ratio']), hw)
+            SpatialReductionSoftmaxAttention(C, h, sr_ratio=opts['sra_ratio']),
+            hw)
     if name.startswith('soft'):
         return OnGrid(
             SoftmaxFreeAttention(
@@ -235,8 +234,9 @@ def _limit_address_space(budget_bytes: float) -> None:
     instead of pushing the machine into the OOM killer."""
     try:
         with open('/proc/self/status') as f:
-            vm = next(int(line.split()[1]) * 1024 for line in f
-                      if line.startswith('VmSize:'))
+            vm = next(
+                int(line.split()[1]) * 1024 for line in f
+                if line.startswith('VmSize:'))
     except (OSError, StopIteration):
         return
     limit = int(vm + budget_bytes + 2**30)  # 1 GiB for threads and slack
@@ -247,13 +247,14 @@ def _limit_address_space(budget_bytes: float) -> None:
 
 
 def _is_oom(error: BaseException) -> bool:
-    if isinstance(error, MemoryError) or type(error).__name__ in (
-            'OutOfMemoryError', ):
+    if isinstance(
+            error,
+            MemoryError) or type(error).__name__ in ('OutOfMemoryError', ):
         return True
     text = str(error).lower()
-    return any(s in text for s in ('out of memory', "can't allocate memory",
-                                   'cannot allocate memory',
-                                   'failed to allocate'))
+    return any(
+        s in text for s in ('out of memory', "can't allocate memory",
+                            'cannot allocate memory', 'failed to allocate'))
 
 
 def run_case(case: Dict) -> Dict:
@@ -338,8 +339,10 @@ def parse_grid(text: str) -> Grid:
     return h, w
 
 
-def _extrapolate(points: List[Tuple[int, float]], tokens: int,
-                 max_k: float, floor: float = 0.) -> Optional[float]:
+def _extrapolate(points: List[Tuple[int, float]],
+                 tokens: int,
+                 max_k: float,
+                 floor: float = 0.) -> Optional[float]:
     """Power-law extrapolation to ``tokens`` from the last two
     (tokens, value) points with values above ``floor`` (below it readings
     are noise); the exponent is clamped to [1, ``max_k``], one point
@@ -357,8 +360,8 @@ def _extrapolate(points: List[Tuple[int, float]], tokens: int,
     return v1 * (tokens / n1)**k
 
 
-def fit_exponent(points: Sequence[Tuple[int, float]],
-                 lo: int, hi: int) -> Tuple[Optional[float], int]:
+def fit_exponent(points: Sequence[Tuple[int, float]], lo: int,
+                 hi: int) -> Tuple[Optional[float], int]:
     """Least-squares k of ``time ~ tokens^k`` over points with
     ``lo <= tokens <= hi``; (None, n) with fewer than two points."""
     pts = [(math.log(n), math.log(t)) for n, t in points
@@ -378,8 +381,10 @@ def _run_isolated(case: Dict, timeout: float) -> Dict:
     env = dict(os.environ)
     # the worker imports the mmlinattn this process uses
     env['PYTHONPATH'] = os.pathsep.join(
-        filter(None, [osp.dirname(osp.dirname(mmlinattn.__file__)),
-                      env.get('PYTHONPATH')]))
+        filter(None, [
+            osp.dirname(osp.dirname(mmlinattn.__file__)),
+            env.get('PYTHONPATH')
+        ]))
     if case.get('threads'):
         env['OMP_NUM_THREADS'] = str(case['threads'])
     try:
@@ -395,9 +400,41 @@ def _run_isolated(case: Dict, timeout: float) -> Dict:
     return dict(status='error', note=tail[:200])
 
 
+def _budget_note(measured: List[Tuple[int, float, float]], tokens: int,
+                 mode: str, opts: Dict) -> Optional[str]:
+    """Why a case would exceed a budget, extrapolated from the measured
+    (tokens, ms, MiB) of smaller grids; None if it fits."""
+    est_mb = _extrapolate([(n, mb) for n, _, mb in measured],
+                          tokens,
+                          2.,
+                          floor=16.)  # memory: up to an N x N matrix
+    if est_mb is not None and est_mb > opts['mem_budget'] * 1024:
+        return (f'est. {est_mb / 1024:.1f} GB > budget '
+                f'{opts["mem_budget"]:g} GB')
+    # time: up to N^3 (SOFT's Newton inverse with m ~ N)
+    est_ms = _extrapolate([(n, ms) for n, ms, _ in measured], tokens, 3.)
+    # calls of a large case: warm-up, repeats and the MAC-count trace
+    calls = (
+        opts['vab_passes'] if mode == 'vab' else opts['warmup'] +
+        opts['repeat'] + 1)
+    if est_ms is not None and est_ms * calls / 1e3 > opts['time_budget']:
+        return (f'est. {est_ms * calls / 1e3:.0f} s > budget '
+                f'{opts["time_budget"]:g} s')
+    return None
+
+
 def run_benchmark(opts: Dict, log=print) -> List[Dict]:
     """All cases of ``opts``, smallest grid first per layer and mode."""
     rows = []
+    common = {
+        k: opts[k]
+        for k in ('batch_size', 'embed_dims', 'num_heads', 'dtype', 'device',
+                  'threads')
+    }
+    case_opts = {
+        k: v
+        for k, v in opts.items() if k not in ('attentions', 'grids', 'modes')
+    }
     grids = sorted(opts['grids'], key=lambda g: g[0] * g[1])
     for attention in opts['attentions']:
         for mode in opts['modes']:
@@ -410,45 +447,20 @@ def run_benchmark(opts: Dict, log=print) -> List[Dict]:
                     grid=f'{hw[0]}x{hw[1]}',
                     tokens=tokens,
                     mode=mode,
-                    **{
-                        k: opts[k]
-                        for k in ('batch_size', 'embed_dims', 'num_heads',
-                                  'dtype', 'device', 'threads')
-                    })
-                # calls of a large case: warm-up, repeats, MAC-count trace
-                n_calls = (
-                    opts['vab_passes'] if mode == 'vab' else
-                    opts['warmup'] + opts['repeat'] + 1)
-                # time: up to N^3 (SOFT's Newton inverse with m ~ N);
-                # memory: up to N^2 (an N x N or N x m matrix)
-                est_ms = _extrapolate([(n, t) for n, t, _ in measured],
-                                      tokens, 3.)
-                est_mb = _extrapolate([(n, m) for n, _, m in measured],
-                                      tokens, 2., floor=16.)
-                budget_mb = opts['mem_budget'] * 1024
-                if stop_note:
-                    row.update(status='skipped', note=stop_note)
-                elif est_mb is not None and est_mb > budget_mb:
-                    row.update(
-                        status='skipped',
-                        note=f'est. {est_mb / 1024:.1f} GB > budget '
-                        f'{opts["mem_budget"]:g} GB')
-                elif (est_ms is not None
-                      and est_ms * n_calls / 1e3 > opts['time_budget']):
-                    row.update(
-                        status='skipped',
-                        note=f'est. {est_ms * n_calls / 1e3:.0f} s > budget '
-                        f'{opts["time_budget"]:g} s')
+                    **common)
+                note = stop_note or _budget_note(measured, tokens, mode, opts)
+                if note:
+                    row.update(status='skipped', note=note)
                 else:
-                    case = dict(opts, attention=attention, hw=hw, mode=mode)
-                    case.pop('attentions'), case.pop('grids')
-                    case.pop('modes')
+                    case = dict(
+                        case_opts, attention=attention, hw=hw, mode=mode)
                     row.update(
-                        _run_isolated(case,
-                                      timeout=3 * opts['time_budget'] + 120))
+                        _run_isolated(
+                            case, timeout=3 * opts['time_budget'] + 120))
                 if row['status'] == 'ok':
-                    measured.append((tokens, row['ms_median'],
-                                     row.get('peak_mem_mb') or 0.))
+                    measured.append(
+                        (tokens, row['ms_median'], row.get('peak_mem_mb')
+                         or 0.))
                 elif row['status'] in ('oom', 'timeout'):
                     stop_note = f'skipped ({row["status"]} at {row["grid"]})'
                 log(_format_row(row))
@@ -468,13 +480,14 @@ def _format_row(row: Dict) -> str:
 # ----------------------------------------------------------------- outputs
 def scaling_rows(rows: List[Dict], fit_range: Sequence[int]) -> List[Dict]:
     out = []
-    keys = sorted({(r['attention'], r['mode'])
-                   for r in rows if r['mode'] != 'vab'},
-                  key=lambda k: (ATTENTIONS.index(k[0]), k[1]))
+    keys = sorted(
+        {(r['attention'], r['mode'])
+         for r in rows if r['mode'] != 'vab'},
+        key=lambda k: (ATTENTIONS.index(k[0]), k[1]))
     for attention, mode in keys:
         pts = [(r['tokens'], r['ms_median']) for r in rows
-               if (r['attention'], r['mode']) == (attention, mode)
-               and r['status'] == 'ok']
+               if (r['attention'],
+                   r['mode']) == (attention, mode) and r['status'] == 'ok']
         k, n = fit_exponent(pts, *fit_range)
         covered = [p[0] for p in pts if fit_range[0] <= p[0] <= fit_range[1]]
         out.append(
@@ -499,8 +512,7 @@ def write_csv(path: str, rows: List[Dict], fields: Sequence[str]) -> None:
             })
 
 
-def markdown_tables(rows: List[Dict], scaling: List[Dict],
-                    opts: Dict) -> str:
+def markdown_tables(rows: List[Dict], scaling: List[Dict], opts: Dict) -> str:
     grids = sorted({(r['tokens'], r['grid']) for r in rows})
     lines = []
     for mode in opts['modes']:
@@ -523,9 +535,9 @@ def markdown_tables(rows: List[Dict], scaling: List[Dict],
                     if r is None:
                         cells.append('')
                     elif r['status'] != 'ok':
-                        cells.append(r['status'] + (
-                            f' ({r["note"]})'
-                            if r['status'] == 'skipped' else ''))
+                        cells.append(r['status'] +
+                                     (f' ({r["note"]})' if r['status'] ==
+                                      'skipped' else ''))
                     elif r.get(key) is None:
                         cells.append('n/a')
                     else:
@@ -534,7 +546,8 @@ def markdown_tables(rows: List[Dict], scaling: List[Dict],
     if any(s['k'] is not None for s in scaling):
         lines += [
             '\n**fitted exponent k (time ~ N^k)**\n',
-            '| attention | mode | k | points | tokens |', '|---|---|---:|---:|---|'
+            '| attention | mode | k | points | tokens |',
+            '|---|---|---:|---:|---|'
         ]
         for s in scaling:
             k = '-' if s['k'] is None else f'{s["k"]:.2f}'
@@ -558,19 +571,20 @@ def plot(rows: List[Dict], opts: Dict, out_dir: str) -> List[str]:
     for key, label, name in (('ms_median', 'time per batch (ms)', 'time'),
                              ('peak_mem_mb', 'peak memory (MiB)', 'memory')):
         fig, axes = plt.subplots(
-            1, len(modes), figsize=(6 * len(modes) + 1.5, 4.8),
-            squeeze=False)
+            1, len(modes), figsize=(6 * len(modes) + 1.5, 4.8), squeeze=False)
         for ax, mode in zip(axes[0], modes):
             for i, attention in enumerate(opts['attentions']):
-                pts = sorted((r['tokens'], r[key]) for r in rows
-                             if r['attention'] == attention
-                             and r['mode'] == mode and r['status'] == 'ok'
-                             and r.get(key))
+                pts = sorted(
+                    (r['tokens'], r[key]) for r in rows
+                    if r['attention'] == attention and r['mode'] == mode
+                    and r['status'] == 'ok' and r.get(key))
                 if pts:
-                    ax.plot(*zip(*pts), marker=markers[i % len(markers)],
-                            linestyle='--' if attention in
-                            ('msa', 'window', 'sra') else '-',
-                            label=attention)
+                    ax.plot(
+                        *zip(*pts),
+                        marker=markers[i % len(markers)],
+                        linestyle='--' if attention in ('msa', 'window',
+                                                        'sra') else '-',
+                        label=attention)
             ax.set_xscale('log')
             ax.set_yscale('log')
             ax.set_xlabel('tokens N = H x W')
@@ -594,39 +608,53 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Benchmark attention layers over token grids')
     parser.add_argument('--preset', choices=list(PRESETS), default='scaling')
-    parser.add_argument('--attentions', nargs='+', choices=ATTENTIONS,
-                        default=list(ATTENTIONS))
-    parser.add_argument('--grids', nargs='+', type=parse_grid,
-                        help='token grids HxW')
+    parser.add_argument(
+        '--attentions',
+        nargs='+',
+        choices=ATTENTIONS,
+        default=list(ATTENTIONS))
+    parser.add_argument(
+        '--grids', nargs='+', type=parse_grid, help='token grids HxW')
     parser.add_argument('--modes', nargs='+', choices=MODES)
     parser.add_argument('--embed-dims', type=int)
     parser.add_argument('--num-heads', type=int)
     parser.add_argument('--batch-size', type=int)
-    parser.add_argument('--soft-sr-ratio', type=int,
-                        help='SOFT landmark conv stride')
-    parser.add_argument('--max-landmarks', type=int,
-                        help='landmark cap of the *_capped SOFT layers')
+    parser.add_argument(
+        '--soft-sr-ratio', type=int, help='SOFT landmark conv stride')
+    parser.add_argument(
+        '--max-landmarks',
+        type=int,
+        help='landmark cap of the *_capped SOFT layers')
     parser.add_argument('--sra-ratio', type=int, help='PVT sr_ratio')
     parser.add_argument('--window-size', type=int, help='Swin window')
     parser.add_argument('--hilo-window', type=int)
     parser.add_argument('--hilo-alpha', type=float)
-    parser.add_argument('--device', default='cuda'
-                        if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'),
-                        default='fp32')
-    parser.add_argument('--threads', type=int,
-                        help='torch threads (and OMP_NUM_THREADS) per case')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--dtype', choices=('fp32', 'fp16', 'bf16'), default='fp32')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        help='torch threads (and OMP_NUM_THREADS) per case')
     parser.add_argument('--warmup', type=int)
     parser.add_argument('--repeat', type=int)
     parser.add_argument('--vab-passes', type=int)
-    parser.add_argument('--mem-budget', type=float,
-                        help='GB per case (default 4)')
-    parser.add_argument('--time-budget', type=float,
-                        help='seconds per case incl. warm-up (default 120)')
-    parser.add_argument('--fit-range', type=int, nargs=2,
-                        help='token range of the exponent fit')
-    parser.add_argument('--no-flops', action='store_true',
-                        help='skip the MAC count of forward cases')
+    parser.add_argument(
+        '--mem-budget', type=float, help='GB per case (default 4)')
+    parser.add_argument(
+        '--time-budget',
+        type=float,
+        help='seconds per case incl. warm-up (default 120)')
+    parser.add_argument(
+        '--fit-range',
+        type=int,
+        nargs=2,
+        help='token range of the exponent fit')
+    parser.add_argument(
+        '--no-flops',
+        action='store_true',
+        help='skip the MAC count of forward cases')
     parser.add_argument('--out-dir', default='work_dirs/benchmark_attention')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -662,8 +690,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     os.makedirs(args.out_dir, exist_ok=True)
     meta = dict(
         environment(device),
-        options={k: v
-                 for k, v in opts.items() if k != 'device_name'},
+        options={
+            k: v
+            for k, v in opts.items() if k != 'device_name'
+        },
         layers={a: describe(a, opts)
                 for a in opts['attentions']})
     print(f'{opts["device_name"]}; C={opts["embed_dims"]}, '
@@ -682,10 +712,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         json.dump(meta, f, indent=2)
     files = plot(rows, opts, args.out_dir)
     print(tables)
-    print('wrote', ', '.join(
-        [osp.join(args.out_dir, n)
-         for n in ('results.csv', 'scaling.csv', 'results.md', 'meta.json')] +
-        files))
+    print(
+        'wrote', ', '.join([
+            osp.join(args.out_dir, n)
+            for n in ('results.csv', 'scaling.csv', 'results.md', 'meta.json')
+        ] + files))
 
 
 if __name__ == '__main__':

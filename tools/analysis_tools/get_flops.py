@@ -74,8 +74,7 @@ def _last_channels(backbone: nn.Module, shape: Tuple[int, int]) -> int:
         return backbone(torch.zeros(1, 3, *shape))[-1].shape[1]
 
 
-def _tensor_mode(model: nn.Module, scope: str,
-                 shape: Tuple[int, int]) -> None:
+def _tensor_mode(model: nn.Module, scope: str, shape: Tuple[int, int]) -> None:
     """Make ``model(inputs)`` the network forward of a toolbox model."""
     data_samples = None
     if scope in _DATA_SAMPLES:  # e.g. two-stage detectors read img_shape
@@ -94,14 +93,16 @@ def _tensor_mode(model: nn.Module, scope: str,
         model.forward, data_samples=data_samples, mode='tensor')
 
 
-def build_model(config: Optional[str] = None,
-                backbone: Optional[str] = None,
-                arch: Optional[str] = None,
-                backbone_args: Optional[dict] = None,
-                cfg_options: Optional[dict] = None,
-                backbone_only: bool = False,
-                num_classes: Optional[int] = None,
-                shape: Tuple[int, int] = (224, 224)) -> Tuple[nn.Module, str]:
+def build_model(
+    config: Optional[str] = None,
+    backbone: Optional[str] = None,
+    arch: Optional[str] = None,
+    backbone_args: Optional[dict] = None,
+    cfg_options: Optional[dict] = None,
+    backbone_only: bool = False,
+    num_classes: Optional[int] = None,
+    shape: Tuple[int, int] = (224, 224)
+) -> Tuple[nn.Module, str]:
     """Build the module to analyse; ``module(torch.Tensor (1, 3, H, W))``
     runs it. Returns the module (eval mode) and a short description.
 
@@ -145,10 +146,12 @@ def build_model(config: Optional[str] = None,
     return revert_sync_batchnorm(model).eval(), kind
 
 
-def analyze(model: nn.Module, inputs: Tuple[torch.Tensor, ...],
+def analyze(model: nn.Module,
+            inputs: Tuple[torch.Tensor, ...],
             table_depth: int = 0) -> Dict:
-    """Params, FLOPs (multiply-adds), activations and the ops that were not
-    counted, from one traced forward of ``model(*inputs)``."""
+    """Params, FLOPs (multiply-adds; total and per operator kind),
+    activations and the ops that were not counted, from one traced forward
+    of ``model(*inputs)``."""
     from mmengine.analysis import (ActivationAnalyzer, FlopAnalyzer,
                                    parameter_count)
     from mmengine.analysis.print_helper import complexity_stats_table
@@ -166,6 +169,7 @@ def analyze(model: nn.Module, inputs: Tuple[torch.Tensor, ...],
             flops.unsupported_ops_warnings(False)
             flops.uncalled_modules_warnings(False)
             total_flops = flops.total()
+            by_operator = dict(flops.by_operator())
             acts = ActivationAnalyzer(model, inputs)
             acts.unsupported_ops_warnings(False)
             acts.uncalled_modules_warnings(False)
@@ -178,6 +182,7 @@ def analyze(model: nn.Module, inputs: Tuple[torch.Tensor, ...],
     return dict(
         params=parameter_count(model)[''],
         flops=total_flops,
+        flops_by_operator=by_operator,
         activations=total_acts,
         not_counted=dict(Counter(flops.unsupported_ops())),
         table=table)
@@ -188,26 +193,43 @@ def parse_args() -> argparse.Namespace:
         description='Params and FLOPs (multiply-adds) of a model')
     parser.add_argument('config', nargs='?', help='config file')
     parser.add_argument(
-        '--shape', type=int, nargs='+', default=[224],
+        '--shape',
+        type=int,
+        nargs='+',
+        default=[224],
         help='input H [W] (default 224; detection papers use 1280 800)')
-    parser.add_argument('--backbone-only', action='store_true',
-                        help='analyse model.backbone of the config')
-    parser.add_argument('--backbone', help='registered backbone name '
-                        '(instead of a config), e.g. LITv2')
+    parser.add_argument(
+        '--backbone-only',
+        action='store_true',
+        help='analyse model.backbone of the config')
+    parser.add_argument(
+        '--backbone',
+        help='registered backbone name '
+        '(instead of a config), e.g. LITv2')
     parser.add_argument('--arch', help='arch of --backbone')
     parser.add_argument(
-        '--backbone-args', nargs='+', action=DictAction, default={},
+        '--backbone-args',
+        nargs='+',
+        action=DictAction,
+        default={},
         help='extra --backbone arguments, key=value')
     parser.add_argument(
-        '--num-classes', type=int,
+        '--num-classes',
+        type=int,
         help='with --backbone: add global pooling + Linear(C, N), the '
         'classifier head of the papers\' counts')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
         help='override config settings, key=value')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--show-table', type=int, default=0, metavar='DEPTH',
-                        help='per-module table down to DEPTH')
+    parser.add_argument(
+        '--show-table',
+        type=int,
+        default=0,
+        metavar='DEPTH',
+        help='per-module table down to DEPTH')
     parser.add_argument('--out', help='write the result as JSON')
     return parser.parse_args()
 
@@ -221,12 +243,14 @@ def main() -> None:
     model = model.to(args.device)
     inputs = (torch.randn(1, 3, *shape, device=args.device), )
     result = analyze(model, inputs, args.show_table)
+    by_op = ', '.join(f'{k} {v / 1e9:.3f}' for k, v in sorted(
+        result['flops_by_operator'].items(), key=lambda kv: -kv[1]))
     not_counted = ', '.join(f'{k} x{v}'
                             for k, v in sorted(result['not_counted'].items()))
     split = '=' * 60
     print(f'{split}\nModel: {kind}\nInput shape: (1, 3, {shape[0]}, '
           f'{shape[1]})\nParams: {result["params"] / 1e6:.3f} M\n'
-          f'FLOPs (multiply-adds): {result["flops"] / 1e9:.3f} G\n'
+          f'FLOPs (multiply-adds): {result["flops"] / 1e9:.3f} G ({by_op})\n'
           f'Activations: {result["activations"] / 1e6:.3f} M\n'
           f'Not counted (elementwise by convention): {not_counted or "-"}'
           f'\n{split}')
