@@ -139,6 +139,8 @@ def _autocast_enabled(device_type: str) -> bool:
         if device_type == 'cpu':
             return torch.is_autocast_cpu_enabled()
         return device_type == 'cuda' and torch.is_autocast_enabled()
+    except RuntimeError:  # no autocast for this device type (e.g. meta)
+        return False
 
 
 @contextlib.contextmanager

@@ -445,3 +445,18 @@ def test_soft_attention_same_with_and_without_extension(kernel_impl):
         (grad_ref, ) = torch.autograd.grad(out_ref.sum(), x)
     torch.testing.assert_close(out_ext, out_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad_ext, grad_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_ops_trace_shapes_on_meta_device():
+    """Shape inference on the meta device (full-size models are checked
+    there without allocating memory)."""
+    from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
+                               gaussian_kernel_t_matmul, sqdist)
+    q = torch.empty(2, 3, 10, 32, device='meta')
+    lm = torch.empty(2, 3, 4, 32, device='meta')
+    assert sqdist(q, lm).shape == (2, 3, 10, 4)
+    assert gaussian_kernel(q, lm).shape == (2, 3, 10, 4)
+    assert gaussian_kernel_matmul(q, lm, torch.empty(
+        2, 3, 4, 8, device='meta')).shape == (2, 3, 10, 8)
+    assert gaussian_kernel_t_matmul(q, lm, torch.empty(
+        2, 3, 10, 8, device='meta')).shape == (2, 3, 4, 8)
