@@ -1,0 +1,7 @@
+# RetinaNet with LITv2-S, 4x4 HiLo windows in stage 3.
+# Paper: 43.7 box AP.
+# Only the window changes: the ImageNet weights (trained with 2x2) load
+# unchanged because no HiLo parameter depends on the window size.
+_base_ = './retinanet_litv2_small_1x.py'
+
+model = dict(backbone=dict(local_ws=(0, 0, 4, 1)))
