@@ -1,0 +1,117 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""tools/deployment/pytorch2onnx.py: dynamic-shape ONNX export checked with
+onnxruntime."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).parents[2]
+TOOL = REPO / 'tools/deployment/pytorch2onnx.py'
+TINY = "{'embed_dims':16,'depths':[1,1,1,1],'num_heads':[1,1,2,2]}"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('pytorch2onnx', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module', params=['torchscript', 'dynamo'])
+def exported(request, tmp_path_factory):
+    """A tiny LITv2 (stage 3 with 4x4 HiLo windows, so maps are padded)
+    with random DTM offsets, exported once per exporter at 2x3x128x160."""
+    pytest.importorskip('onnxruntime')
+    if request.param == 'dynamo':
+        pytest.importorskip('onnxscript')
+    from mmlinattn.models import LITv2
+    tmp = tmp_path_factory.mktemp('onnx')
+    torch.manual_seed(0)
+    model = LITv2(
+        dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2]),
+        out_indices=(0, 1, 2, 3),
+        local_ws=(0, 0, 4, 1)).eval()
+    for module in model.modules():
+        if hasattr(module, 'conv_offset'):  # non-trivial deformations
+            torch.nn.init.normal_(module.conv_offset.weight, std=0.5)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2)
+    ckpt = tmp / 'litv2_tiny.pth'
+    torch.save({'state_dict': {f'backbone.{k}': v
+                               for k, v in model.state_dict().items()}},
+               ckpt)
+    onnx_file = tmp / f'litv2_tiny_{request.param}.onnx'
+    tool = load_tool()
+    code = tool.main([
+        'LITv2', '--arch', TINY, '--cfg-options', 'out_indices=(0,1,2,3)',
+        'local_ws=(0,0,4,1)', '--checkpoint',
+        str(ckpt), '--shape', '128x160', '--exporter', request.param,
+        '--output-file',
+        str(onnx_file)
+    ])
+    assert code == 0
+    return model, onnx_file
+
+
+@pytest.mark.parametrize('batch, hw', [(2, (128, 160)), (1, (97, 131)),
+                                       (3, (64, 64)), (1, (29, 45))])
+def test_onnxruntime_matches_pytorch_at_any_size(exported, batch, hw):
+    """Sizes other than the traced one, odd sides (padding in the stem and
+    in HiLo, flooring in DTM), one-window maps and batch 1."""
+    import onnxruntime as ort
+    model, onnx_file = exported
+    session = ort.InferenceSession(
+        str(onnx_file), providers=['CPUExecutionProvider'])
+    assert [i.name for i in session.get_inputs()] == ['input']
+    x = torch.randn(batch, 3, *hw)
+    with torch.no_grad():
+        expected = [t.numpy() for t in model(x)]
+    got = session.run(None, {'input': x.numpy()})
+    assert len(got) == 4
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_deform_conv_is_decomposed(exported):
+    """torchvision's deform_conv2d has no ONNX exporter: the graph samples
+    with GridSample and contains no custom-domain op."""
+    import onnx
+    graph = onnx.load(str(exported[1])).graph
+    ops = {node.op_type for node in graph.node}
+    domains = {node.domain for node in graph.node}
+    assert 'GridSample' in ops
+    assert domains <= {'', 'ai.onnx'}
+
+
+def test_verify_flag_and_classifier_config(tmp_path, capsys):
+    """--verify reports parity at the traced and extra shapes; a classifier
+    config exports its logits."""
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('mmpretrain')
+    tool = load_tool()
+    onnx_file = tmp_path / 'cls.onnx'
+    code = tool.main([
+        str(REPO / 'configs/classification/litv2_small_8xb128_in1k.py'),
+        '--part', 'model', '--arch', TINY, '--cfg-options',
+        'model.head.in_channels=128', 'model.head.num_classes=10',
+        '--shape', '96x96', '--exporter', 'torchscript', '--output-file',
+        str(onnx_file), '--verify', '--verify-shapes', '65x77'
+    ])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert 'ok   2x96x96 logits (2, 10)' in out
+    assert 'ok   1x65x77 logits (1, 10)' in out
+    assert 'FAIL' not in out
+
+
+def test_bad_requests():
+    tool = load_tool()
+    with pytest.raises(SystemExit):
+        tool.main(['LITv2', '--batch', '1'])
+    with pytest.raises(SystemExit):
+        tool.parse_args(['LITv2', '--shape', '224'])
