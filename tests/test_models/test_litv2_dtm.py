@@ -109,7 +109,9 @@ def test_decomposition_gradients_match_torchvision():
     offset = (torch.rand(2, 8, 3, 3, dtype=torch.float64) - 0.5) * 3
     grads = []
     for fn in (deform_conv2d, deform_conv2d_pytorch):
-        inputs = [t.clone().requires_grad_() for t in (x, offset, weight, bias)]
+        inputs = [
+            t.clone().requires_grad_() for t in (x, offset, weight, bias)
+        ]
         out = fn(*inputs, stride=(2, 2), padding=(0, 0))
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(
             out)).sum().backward()

@@ -97,7 +97,9 @@ def check_strict(backbone: Mapping[str, torch.Tensor], kwargs: Dict) -> None:
         model = LITv2(**kwargs)
     have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wanted = {k: tuple(v.shape) for k, v in backbone.items()}
-    problems: List[str] = [f'missing {k}' for k in sorted(have.keys() - wanted)]
+    problems: List[str] = [
+        f'missing {k}' for k in sorted(have.keys() - wanted)
+    ]
     problems += [f'unexpected {k}' for k in sorted(wanted.keys() - have)]
     problems += [
         f'shape {k}: checkpoint {wanted[k]} vs model {have[k]}'
