@@ -442,3 +442,18 @@ def test_local_conv_is_per_head_depthwise():
     assert attn.landmark_conv.weight.shape == (32, 32, 2, 2)
     assert not hasattr(attn, 'k')
     assert isinstance(attn.landmark_norm, nn.LayerNorm)
+
+
+def test_auto_kernel_impl_fuses_only_for_many_landmarks(monkeypatch):
+    """'auto' takes the memory-linear path when the extension serves the
+    device and m > 2 * head_dims; few landmarks keep the faster
+    materialised path."""
+    from mmlinattn.models.attention import soft_attention
+    attn = soft_attention.SoftmaxFreeAttention(64, 2, sr_ratio=2)
+    query = torch.zeros(1, 2, 16, 32)
+    monkeypatch.setattr(soft_attention, 'ops_backend',
+                        lambda t: 'extension')
+    assert attn.use_fused(query, 65) and not attn.use_fused(query, 64)
+    monkeypatch.setattr(soft_attention, 'ops_backend',
+                        lambda t: 'reference')
+    assert not attn.use_fused(query, 1000)

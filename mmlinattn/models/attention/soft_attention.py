@@ -190,7 +190,10 @@ class SoftmaxFreeAttention(nn.Module):
             ``(P A^+)(P^T V)`` on a materialised N x m kernel;
             ``'fused'`` = ``P (A^+ (P^T V))`` through the memory-linear
             ``mmlinattn.ops`` products (exact kernel); ``'auto'`` = fused
-            when the compiled op is available for the input's device.
+            when the compiled op is available for the input's device and
+            the landmarks outnumber ``2 * head_dims`` (then the N x m kernel
+            dominates memory; with few landmarks, e.g. m = 49 at 224, the
+            materialised path is faster, see docs/ops.md).
         max_landmarks: optional cap on m for large inputs: the query grid is
             adaptively average-pooled so that the strided conv yields at most
             this many landmarks (aspect ratio kept). Parameter-free, so
@@ -297,10 +300,11 @@ class SoftmaxFreeAttention(nn.Module):
         x = self.local_conv(x.reshape(B * d, h, *hw))
         return x.reshape(B, d, h, N).permute(0, 2, 3, 1)
 
-    def use_fused(self, query: torch.Tensor) -> bool:
+    def use_fused(self, query: torch.Tensor, num_landmarks: int) -> bool:
         """Whether :meth:`forward` takes the fused (memory-linear) path."""
         if self.kernel_impl == 'auto':
-            return ops_backend(query) == 'extension'
+            return (num_landmarks > 2 * self.head_dims
+                    and ops_backend(query) == 'extension')
         return self.kernel_impl == 'fused'
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
@@ -323,7 +327,8 @@ class SoftmaxFreeAttention(nn.Module):
                 newton_variant=self.newton_variant,
                 newton_iter=self.newton_iter,
                 kernel_method=self.kernel_method,
-                fused=self.use_fused(query)).to(value.dtype)
+                fused=self.use_fused(query, landmarks.shape[2])).to(
+                    value.dtype)
         if self.local_conv is not None:
             out = out + self._local_conv(value, hw)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
