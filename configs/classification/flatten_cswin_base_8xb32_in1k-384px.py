@@ -60,8 +60,7 @@ test_dataloader = val_dataloader
 
 # yaml BASE_LR 5e-6 per 512 -> 2.5e-6 for 8 x 32; MIN_LR 0.1 x lr, no
 # warm-up (WARMUP_EPOCHS 0), 20 cosine epochs then 10 at MIN_LR.
-optim_wrapper = dict(
-    optimizer=dict(lr=5e-6 * 32 * 8 / 512, weight_decay=1e-8))
+optim_wrapper = dict(optimizer=dict(lr=5e-6 * 32 * 8 / 512, weight_decay=1e-8))
 param_scheduler = [
     dict(
         type='CosineAnnealingLR',

@@ -56,9 +56,9 @@ model = dict(
 del box_head  # keep the dumped config plain
 
 # augmentation strategy of the Swin 3x recipes (from DETR / Sparse R-CNN)
-multi_scale = [(480, 1333), (512, 1333), (544, 1333), (576, 1333),
-               (608, 1333), (640, 1333), (672, 1333), (704, 1333),
-               (736, 1333), (768, 1333), (800, 1333)]
+multi_scale = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333),
+               (640, 1333), (672, 1333), (704, 1333), (736, 1333), (768, 1333),
+               (800, 1333)]
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
@@ -66,8 +66,8 @@ train_pipeline = [
     dict(
         type='RandomChoice',
         transforms=[[
-            dict(type='RandomChoiceResize', scales=multi_scale,
-                 keep_ratio=True)
+            dict(
+                type='RandomChoiceResize', scales=multi_scale, keep_ratio=True)
         ],
                     [
                         dict(
