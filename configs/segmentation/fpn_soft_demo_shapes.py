@@ -16,6 +16,8 @@ metainfo = dict(
 norm_cfg = dict(type='BN', requires_grad=True)
 
 model = dict(
+    # the base's ImageNet ResNet URL would be handed to our backbone
+    pretrained=None,
     data_preprocessor=dict(size=None, size_divisor=32),
     backbone=dict(
         _delete_=True,
