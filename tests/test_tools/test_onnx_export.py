@@ -115,3 +115,20 @@ def test_bad_requests():
         tool.main(['LITv2', '--batch', '1'])
     with pytest.raises(SystemExit):
         tool.parse_args(['LITv2', '--shape', '224'])
+
+
+def test_other_backbone_with_position_embeddings(tmp_path, capsys):
+    """The tool is generic: FLatten-PVTv2-b0 (interpolated positional
+    encodings in its attention) exports by type + arch and holds at a size
+    other than the traced one."""
+    pytest.importorskip('onnxruntime')
+    tool = load_tool()
+    code = tool.main([
+        'FLattenPVTv2', '--arch', 'b0', '--shape', '128x160', '--exporter',
+        'torchscript', '--output-file',
+        str(tmp_path / 'pvtv2_b0.onnx'), '--verify', '--verify-shapes',
+        '96x128'
+    ])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert 'ok   2x96x128 feat0 (2, 256, 3, 4)' in out

@@ -237,7 +237,13 @@ def verify(model: nn.Module, args: argparse.Namespace,
         with torch.no_grad():
             expected = [t.numpy() for t in wrapper(x)]
         start = time.perf_counter()
-        got = session.run(output_names, {'input': x.numpy()})
+        try:
+            got = session.run(output_names, {'input': x.numpy()})
+        except Exception as error:  # onnxruntime raises its own types
+            print(f'FAIL {batch}x{h}x{w}: onnxruntime raised '
+                  f'{type(error).__name__}: {str(error)[:300]}')
+            ok = False
+            continue
         ort_ms = (time.perf_counter() - start) * 1000
         for name, e, g in zip(output_names, expected, got):
             if e.shape != g.shape:

@@ -16,9 +16,11 @@ def resize_pos_embed(pos_embed: torch.Tensor,
 
     Extra (e.g. cls) tokens are kept in front and untouched. Returns the
     input itself when the grids are equal, so it is an exact identity at the
-    training resolution.
+    training resolution. While exporting to ONNX it always interpolates (an
+    exact identity for equal grids too), so the graph follows the input
+    size instead of baking in the traced one.
     """
-    if tuple(src_hw) == tuple(dst_hw):
+    if tuple(src_hw) == tuple(dst_hw) and not torch.onnx.is_in_onnx_export():
         return pos_embed
     extra = pos_embed[:, :num_extra_tokens]
     grid = pos_embed[:, num_extra_tokens:]
