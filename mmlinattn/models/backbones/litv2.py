@@ -426,7 +426,7 @@ def _strip_prefix(state_dict: Mapping[str, torch.Tensor],
 
 
 def convert_litv2_official(
-        state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict':
+        state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Official LITv2 state dict -> mmlinattn state dict.
 
     * Classification (``litv2_{s,m,b,b_384}.pth``, keys ``patch_embed.*``,
@@ -455,7 +455,8 @@ def convert_litv2_official(
     return converted
 
 
-def to_official(state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict':
+def to_official(
+        state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Inverse of :func:`convert_litv2_official` for an mmpretrain
     ``ImageClassifier`` state dict (dense-model state dicts are already in
     the official layout and come back unchanged)."""
