@@ -74,8 +74,22 @@ def _last_channels(backbone: nn.Module, shape: Tuple[int, int]) -> int:
         return backbone(torch.zeros(1, 3, *shape))[-1].shape[1]
 
 
-def _tensor_mode(model: nn.Module, scope: str, shape: Tuple[int, int]) -> None:
-    """Make ``model(inputs)`` the network forward of a toolbox model."""
+def _tensor_mode(model: nn.Module, scope: str, shape: Tuple[int, int]) -> str:
+    """Make ``model(inputs)`` the network forward of a toolbox model;
+    returns a note on what was changed for counting ('' if nothing).
+
+    Two-stage detectors: the RPN's NMS is switched off so that the RoI
+    heads always see ``max_per_img`` proposals (1000 in mmdet's configs,
+    the mask head the first 100) -- mmdet 2.x's ``forward_dummy``
+    convention behind the papers' Mask R-CNN FLOPs. With NMS the count
+    would depend on how many random-weight proposals survive.
+    """
+    note = ''
+    rpn_cfg = getattr(getattr(model, 'rpn_head', None), 'test_cfg', None)
+    if rpn_cfg is not None and 'nms' in rpn_cfg:
+        rpn_cfg.nms.iou_threshold = 1.  # suppresses nothing
+        note = (f' (RPN NMS off: RoI heads on {rpn_cfg.max_per_img} '
+                'proposals)')
     data_samples = None
     if scope in _DATA_SAMPLES:  # e.g. two-stage detectors read img_shape
         module, name = _DATA_SAMPLES[scope]
@@ -91,6 +105,7 @@ def _tensor_mode(model: nn.Module, scope: str, shape: Tuple[int, int]) -> None:
         ]
     model.forward = functools.partial(
         model.forward, data_samples=data_samples, mode='tensor')
+    return note
 
 
 def build_model(
@@ -142,7 +157,7 @@ def build_model(
         model = MODELS.build(cfg.model)
         kind = f'{type(model).__name__} from {config}'
         if isinstance(model, BaseModel):
-            _tensor_mode(model, scope, shape)
+            kind += _tensor_mode(model, scope, shape)
     return revert_sync_batchnorm(model).eval(), kind
 
 
