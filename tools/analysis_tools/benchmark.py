@@ -36,6 +36,7 @@ from contextlib import nullcontext
 from typing import Callable, ContextManager, Dict, Optional
 
 import torch
+from mmengine.config import DictAction
 
 DTYPES = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 
@@ -185,6 +186,17 @@ def parse_args() -> argparse.Namespace:
         '(instead of a config), e.g. LITv2')
     parser.add_argument('--arch', help='arch of --backbone')
     parser.add_argument(
+        '--backbone-args',
+        nargs='+',
+        action=DictAction,
+        default={},
+        help='extra --backbone arguments, key=value')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
+    parser.add_argument(
         '--shape', type=int, nargs='+', default=[224], help='input H [W]')
     parser.add_argument('--batch-size', type=int, default=1)
     parser.add_argument(
@@ -224,6 +236,8 @@ def main() -> None:
         args.config,
         args.backbone,
         args.arch,
+        args.backbone_args,
+        args.cfg_options,
         backbone_only=args.backbone_only,
         shape=shape)
     params = sum(p.numel() for p in model.parameters())
