@@ -20,8 +20,7 @@ model = dict(
         pretrain_img_size=64,
         with_cls_token=False,
         # Only the stages the FPN uses (DDP would flag unused parameters).
-        out_indices=(1, 2, 3),
-        init_cfg=None),
+        out_indices=(1, 2, 3)),
     neck=dict(
         in_channels=[64, 128, 128],
         out_channels=64,
@@ -105,7 +104,7 @@ param_scheduler = [
          eta_min=1e-5),
 ]
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=25),
+    logger=dict(type='LoggerHook', interval=25, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', interval=100, by_epoch=False,
                     max_keep_ckpts=3))
 log_processor = dict(by_epoch=False)

@@ -25,8 +25,7 @@ model = dict(
         arch=soft_demo_arch,
         pretrain_img_size=64,
         with_cls_token=False,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=None),
+        out_indices=(0, 1, 2, 3)),
     neck=dict(in_channels=[32, 64, 128, 128], out_channels=64, num_outs=4),
     decode_head=dict(
         in_channels=[64, 64, 64, 64],

@@ -65,7 +65,7 @@ def _background(rng: np.random.RandomState, h: int, w: int) -> np.ndarray:
         theta = rng.uniform(0, math.pi)
         stripes = np.sin((xx * math.cos(theta) + yy * math.sin(theta)) /
                          period * 2 * math.pi)
-        img += stripes[..., None] * rng.uniform(8, 25)
+        img += stripes[..., None] * rng.uniform(5, 15)
     img += rng.normal(0, rng.uniform(3, 12), size=img.shape)
     return img
 
@@ -93,7 +93,12 @@ def _draw_objects(rng: np.random.RandomState, h: int, w: int,
         mask_img = Image.new('L', (w, h), 0)
         ImageDraw.Draw(mask_img).polygon(poly, fill=1)
         mask = np.asarray(mask_img, dtype=bool)
-        colour = rng.uniform(0, 255, size=3)
+        # a colour that stands out from the background under the shape
+        background = img[mask].mean(0)
+        for _ in range(20):
+            colour = rng.uniform(0, 255, size=3)
+            if np.linalg.norm(colour - background) > 120:
+                break
         texture = rng.normal(0, rng.uniform(2, 15), size=(h, w, 3))
         img[mask] = (colour + texture)[mask]
         ImageDraw.Draw(label).polygon(poly, fill=CLASSES.index(kind) + 1)
@@ -193,9 +198,9 @@ def make_imagenet(out_dir: str, split: str, per_class: int, seed: int,
 
 
 DEFAULT_SIZES: Dict[str, Dict[str, int]] = {
-    'coco': dict(train=400, val=60),
-    'ade': dict(training=300, validation=60),
-    'imagenet': dict(train=100, val=25),  # per class
+    'coco': dict(train=800, val=100),
+    'ade': dict(training=600, validation=100),
+    'imagenet': dict(train=1000, val=50),  # per class
 }
 
 
