@@ -58,6 +58,12 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$STACK_HASH" ]; then
     TORCH_TAG="$("$PY" -c 'import torch,sys; print(f"torch{torch.__version__}-cu{torch.version.cuda}-cp{sys.version_info[0]}{sys.version_info[1]}")')"
     case "$TORCH_TAG" in *+cpu*|*cuNone*) log "error: got a CPU-only torch ($TORCH_TAG)"; exit 1;; esac
 
+    # mmcv's own runtime dependencies: its wheel is installed with --no-deps
+    # below (so pip never swaps torch or fetches the sdist), and verify_mmcv
+    # must fail only for a real ABI mismatch, never for a missing cv2.
+    "${PIP[@]}" install -q addict numpy packaging Pillow pyyaml yapf opencv-python mmengine \
+        -c "$PINS"
+
     # mmcv: reuse only a wheel built against exactly this torch build.
     WHEEL_DIR="$CACHE_ROOT/wheels/mmcv-$MMCV_VERSION-$TORCH_TAG"
     if ! "$PY" -c "import mmcv; assert mmcv.__version__ == '$MMCV_VERSION'" 2>/dev/null \

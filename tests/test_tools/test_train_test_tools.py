@@ -75,15 +75,22 @@ def test_dist_train_two_gloo_processes(repo_root, demo_workdir,
     assert ckpt['meta']['iter'] == 2
 
 
-def test_preflight_errors_name_the_fix(repo_root, tmp_path, subprocess_env):
+@pytest.mark.parametrize('rank_flag', ['--local_rank', '--local-rank'])
+def test_preflight_errors_name_the_fix(repo_root, tmp_path, subprocess_env,
+                                       rank_flag):
+    # both spellings of the launcher's rank flag parse; the run then stops
+    # at the missing data with the command that creates it
     proc = subprocess.run(
         [sys.executable, tool(repo_root, 'train.py'),
-         osp.join(repo_root, DET_CFG), '--work-dir', str(tmp_path / 'w')],
+         osp.join(repo_root, DET_CFG), '--work-dir', str(tmp_path / 'w'),
+         rank_flag, '0'],
         cwd=tmp_path, env=subprocess_env, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "data_root 'data/demo/coco/' does not exist" in proc.stderr
     assert 'python tools/misc/make_demo_data.py --out data/demo' in \
         proc.stderr
+    if rank_flag == '--local-rank':
+        return
     if not torch.cuda.is_available():
         proc = subprocess.run(
             [sys.executable, tool(repo_root, 'train.py'),
