@@ -4,7 +4,8 @@ the Gaussian-kernel ops of :mod:`mmlinattn.ops`.
 
 mmengine 0.10.7 has no handle for ``aten::scaled_dot_product_attention``
 (used by every softmax attention here: HiLo, Swin windows, PVT spatial
-reduction), for ``torchvision::deform_conv2d`` (LITv2's deformable token
+reduction), for ``aten::baddbmm`` (SOFT-Norm's Newton-Schulz steps), for
+``torchvision::deform_conv2d`` (LITv2's deformable token
 merging) or for the traced ``autograd.Function`` of SOFT's Newton-Schulz
 inverse, so ``get_model_complexity_info`` silently drops their cost. The
 handles are added to
@@ -58,12 +59,20 @@ def newton_inverse_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return 2 * scalars[0] * prod(mat_shape) * mat_shape[-1]
 
 
+def baddbmm_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """``baddbmm(input, b1, b2)``: the ``b1 @ b2`` multiply-adds
+    (scaling and adding ``input`` is elementwise), as ``aten::bmm``."""
+    b1_shape, b2_shape = _shape(inputs[1]), _shape(inputs[2])
+    return prod(b1_shape) * b2_shape[-1]
+
+
 def output_activation_jit(inputs: List[Any], outputs: List[Any]) -> int:
     return prod(_shape(outputs[0]))
 
 
 FLOP_HANDLES = {
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
+    'aten::baddbmm': baddbmm_flop_jit,
     'torchvision::deform_conv2d': deform_conv2d_flop_jit,
     _NEWTON_OP: newton_inverse_flop_jit,
 }

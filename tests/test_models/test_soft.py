@@ -419,17 +419,21 @@ def test_max_landmarks_bounds_m_and_keeps_checkpoints():
     assert seen == [2]  # (5, 3) grid scaled by sqrt(4 / 15) -> (2, 1)
 
 
-def test_newton_op_is_counted_by_mmengine_flop_analysis():
+@pytest.mark.parametrize('sym_norm', [False, True])
+def test_newton_op_is_counted_by_mmengine_flop_analysis(sym_norm):
+    """Variant a (a traced autograd.Function) and SOFT-Norm's variant b
+    (bmm + baddbmm steps) both count two m^3 matmuls per step."""
     from mmengine.analysis import FlopAnalyzer
 
     def flops(newton_iter):
         attn = SoftmaxFreeAttention(
-            64, 2, sr_ratio=2, newton_iter=newton_iter,
+            64, 2, sr_ratio=2, newton_iter=newton_iter, sym_norm=sym_norm,
             kernel_impl='reference')
         analyzer = FlopAnalyzer(attn, (torch.randn(3, 14 * 14, 64), (14, 14)))
         analyzer.unsupported_ops_warnings(False)
         total = analyzer.total()
-        assert not any('Newton' in op for op in analyzer.unsupported_ops())
+        unsupported = analyzer.unsupported_ops()
+        assert not any('Newton' in op or 'bmm' in op for op in unsupported)
         return total
 
     m = 7 * 7  # landmarks of a 14 x 14 grid with sr_ratio 2
