@@ -50,3 +50,19 @@ def subprocess_env() -> dict:
     env['PYTHON'] = sys.executable
     env.setdefault('OMP_NUM_THREADS', '1')
     return env
+
+
+@pytest.fixture(autouse=True)
+def isolated_default_scope():
+    """Restore mmengine's global ``DefaultScope`` after every test.
+
+    A runner or ``init_default_scope`` leaves its scope (e.g. ``mmseg``) as
+    the current one for the rest of the process, and every later
+    ``Registry.build`` would silently switch to that toolbox's registry; the
+    tests must not depend on the order they run in.
+    """
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
