@@ -358,9 +358,13 @@ def test_benchmark_attention_end_to_end(tmp_path):
     assert [(s['attention'], s['points']) for s in scaling] == [('msa', '2'),
                                                                 ('xnorm', '2')]
     assert all(math.isfinite(float(s['k'])) for s in scaling)
+    # MACs of XNorm triple with the tokens: k_MACs = 1 exactly
+    assert float(scaling[1]['macs_k']) == pytest.approx(1.0, abs=1e-3)
+    assert float(scaling[0]['macs_k']) > 1.2  # MSA's N^2 term
     assert '| msa |' in (out / 'results.md').read_text()
     meta = json.loads((out / 'meta.json').read_text())
     assert meta['threads'] == 1 and 'loadavg_after' in meta
+    assert meta['options']['malloc_cache'] is True
     assert set(meta['layers']) == {'msa', 'xnorm'}
     for name in ('time.png', 'memory.png'):
         assert (out / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
