@@ -409,3 +409,21 @@ def test_budgets_skip_instead_of_running(tmp_path):
     rows = tool.run_benchmark(opts, log=lambda line: None)
     assert [r['status'] for r in rows] == ['ok', 'skipped']
     assert rows[1]['note'].startswith('est. ') and 'budget' in rows[1]['note']
+
+
+def test_benchmark_newton_runs_and_counts_saved_memory(tmp_path, capsys):
+    tool = load_tool('benchmark_newton')
+    out = tmp_path / 'newton.json'
+    assert tool.main(['--cases', '6x8', '--iters', '3', '--repeat', '1',
+                      '--threads', '1', '--device', 'cpu', '--out',
+                      str(out)]) == 0
+    results = json.loads(out.read_text())['results']
+    assert [(r['m'], r['mode']) for r in results] == [(8, 'forward'),
+                                                       (8, 'train')]
+    for r in results:
+        assert r['official_ms'] > 0 and r['fused_ms'] > 0
+    train = results[1]
+    # per step autograd keeps V and V A (6 matrices of 8 x 8 float32 each)
+    assert train['fused_saved_mib'] >= 3 * 2 * 6 * 8 * 8 * 4 / 2**20
+    assert train['official_saved_mib'] > 0
+    assert '6x8' in capsys.readouterr().out

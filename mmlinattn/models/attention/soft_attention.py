@@ -46,6 +46,15 @@ def _newton_steps(inv: torch.Tensor, mat: torch.Tensor,
     return inv.reshape(shape)
 
 
+def newton_steps_reference(inv: torch.Tensor, mat: torch.Tensor,
+                           num_iter: int) -> torch.Tensor:
+    """The official formulation of :func:`_newton_steps`,
+    ``V <- 2V - V A V`` as written (tests and benchmarks)."""
+    for _ in range(num_iter):
+        inv = 2 * inv - inv @ mat @ inv
+    return inv
+
+
 def _newton_regularized(mat: torch.Tensor, num_iter: int) -> torch.Tensor:
     """Variant (a): per-matrix step size, ``A + 0.01 I``."""
     eye = torch.eye(mat.size(-1), device=mat.device, dtype=mat.dtype)
