@@ -427,3 +427,17 @@ def test_benchmark_newton_runs_and_counts_saved_memory(tmp_path, capsys):
     assert train['fused_saved_mib'] >= 3 * 2 * 6 * 8 * 8 * 4 / 2**20
     assert train['official_saved_mib'] > 0
     assert '6x8' in capsys.readouterr().out
+
+
+def test_backbone_of_another_toolbox_as_baseline():
+    """``--backbone mmpretrain.SwinTransformer`` builds the toolbox's own
+    module (its registry imported on demand; its ``train()`` returns None,
+    so the tool must not chain ``.eval()``); an unknown scope names the fix.
+    """
+    tool = load_tool('get_flops')
+    model, kind = tool.build_model(
+        backbone='mmpretrain.SwinTransformer', arch='tiny')
+    assert type(model).__module__.startswith('mmpretrain.')
+    assert not model.training and 'SwinTransformer' in kind
+    with pytest.raises(ValueError, match='cannot import nosuch.registry'):
+        tool.build_model(backbone='nosuch.Thing')

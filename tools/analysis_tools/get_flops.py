@@ -26,6 +26,7 @@ Examples::
 """
 import argparse
 import functools
+import importlib
 import json
 import logging
 import warnings
@@ -108,6 +109,13 @@ def _tensor_mode(model: nn.Module, scope: str, shape: Tuple[int, int]) -> str:
     return note
 
 
+def _eval(model: nn.Module) -> nn.Module:
+    """``model.eval()`` that also works for modules whose ``train()``
+    override returns None (mmpretrain's SwinTransformer)."""
+    model.eval()
+    return model
+
+
 def build_model(
     config: Optional[str] = None,
     backbone: Optional[str] = None,
@@ -133,16 +141,27 @@ def build_model(
         raise ValueError('give either a config file or --backbone NAME')
     if backbone is not None:
         init_default_scope('mmlinattn')
+        scope = backbone.partition('.')[0] if '.' in backbone else None
+        if scope not in (None, 'mmlinattn'):
+            # 'mmpretrain.SwinTransformer' etc.: a baseline from another
+            # toolbox; its registry must exist before mmengine can resolve
+            # the scope (the registry then imports its own models)
+            try:
+                importlib.import_module(f'{scope}.registry')
+            except ImportError as error:
+                raise ValueError(f'--backbone {backbone}: cannot import '
+                                 f'{scope}.registry ({error}); install '
+                                 f'{scope} or drop the scope prefix') from error
         model_cfg = dict(type=backbone, **(backbone_args or {}))
         if arch is not None:
             model_cfg['arch'] = arch
-        model = MODELS.build(model_cfg).eval()
+        model = MODELS.build(model_cfg)
         kind = f'backbone {backbone}' + (f' ({arch})' if arch else '')
         if num_classes:
             model = LinearClassifier(model, _last_channels(model, shape),
                                      num_classes)
             kind += f' + linear classifier ({num_classes} classes)'
-        return revert_sync_batchnorm(model).eval(), kind
+        return _eval(revert_sync_batchnorm(model)), kind
 
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -158,7 +177,7 @@ def build_model(
         kind = f'{type(model).__name__} from {config}'
         if isinstance(model, BaseModel):
             kind += _tensor_mode(model, scope, shape)
-    return revert_sync_batchnorm(model).eval(), kind
+    return _eval(revert_sync_batchnorm(model)), kind
 
 
 def analyze(model: nn.Module,
