@@ -15,6 +15,7 @@ from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
+
 class _ListingRegistry(Registry):
     """A registry whose failed look-ups name the registered modules (and the
     closest match) instead of returning ``None`` silently."""

@@ -133,29 +133,31 @@ def test_positional_encoding_resize():
     assert not torch.allclose(ours, wrong)
 
 
-def test_no_positional_encoding_and_external_projection():
-    """qkv_layout=None (CSwin): the caller projects and calls attend()."""
-    layer = FocusedLinearAttention(
-        16, 2, key_grid=None, qkv_layout=None).double()
+def test_no_positional_encoding_and_attend():
+    """key_grid=None: no positional encoding; ``attend`` is the core that
+    ``forward`` wraps in the projections."""
+    layer = FocusedLinearAttention(16, 2, key_grid=None).double()
     assert layer.positional_encoding is None
-    assert not hasattr(layer, 'proj') and not hasattr(layer, 'qkv')
     names = {name for name, _ in layer.named_parameters()}
-    assert names == {'scale', 'dwc.weight', 'dwc.bias'}
-    q, k, v = torch.randn(3, 2, 12, 16, dtype=torch.float64)
-    full = FocusedLinearAttention(16, 2, key_grid=(3, 4)).double()
-    full.load_state_dict(layer.state_dict(), strict=False)
+    assert names == {
+        'scale', 'qkv.weight', 'qkv.bias', 'dwc.weight', 'dwc.bias',
+        'proj.weight', 'proj.bias'
+    }
     with torch.no_grad():
-        full.positional_encoding.zero_()
-        full.qkv.weight.copy_(torch.eye(16).repeat(3, 1))
-        full.qkv.bias.zero_()
-        full.proj.weight.copy_(torch.eye(16))
-        full.proj.bias.zero_()
+        layer.scale.normal_()
+        layer.qkv.weight.copy_(torch.eye(16).repeat(3, 1))
+        layer.qkv.bias.zero_()
+        layer.proj.weight.copy_(torch.eye(16))
+        layer.proj.bias.zero_()
         x = torch.randn(2, 12, 16, dtype=torch.float64)
-        expected = full(x, (3, 4))
+        expected = layer(x, (3, 4))
         got = layer.attend(x, x, x, (3, 4))
     torch.testing.assert_close(got, expected)
-    with pytest.raises(RuntimeError, match='attend'):
-        layer(x, (3, 4))
+
+
+def test_qkv_layout_follows_the_spatial_reduction():
+    assert FocusedLinearAttention(16, 2).qkv_layout == 'qkv'
+    assert FocusedLinearAttention(16, 2, sr_ratio=2).qkv_layout == 'q_kv'
 
 
 def test_bad_arguments_are_rejected():
@@ -168,7 +170,7 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match='divisible by num_heads'):
         FocusedLinearAttention(18, 4)
     with pytest.raises(ValueError, match="needs qkv_layout='q_kv'"):
-        FocusedLinearAttention(16, 2, sr_ratio=2)
+        FocusedLinearAttention(16, 2, sr_ratio=2, qkv_layout='qkv')
     with pytest.raises(ValueError, match='key_grid'):
         FocusedLinearAttention(16, 2, key_grid=(0, 4))
     layer = FocusedLinearAttention(16, 2, key_grid=(4, 4))

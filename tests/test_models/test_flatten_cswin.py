@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from mmengine.runner import save_checkpoint
 
 from mmlinattn.models import FLattenCSWin
+from mmlinattn.models.attention import CSWinAttention, FocusedLinearAttention
 from mmlinattn.models.backbones.flatten_cswin import (
-    CSWinStripeAttention, FLattenCSWinBlock, LePEFocusedLinearAttention,
     convert_flatten_cswin_official, flatten_cswin_to_official)
+from mmlinattn.models.utils import TransformerBlock
 from mmlinattn.testing import check_norm_state, count_params
 
 TINY = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 4])
@@ -51,12 +52,12 @@ def test_param_counts_match_the_paper(arch, params_m):
 def test_released_structure():
     model = FLattenCSWin('tiny')
     first = model.stages[0].blocks[0].attn
-    assert isinstance(first, LePEFocusedLinearAttention)
+    assert isinstance(first, FocusedLinearAttention)
     assert first.positional_encoding.shape == (1, 56 * 56, 64)
     assert first.dwc.weight.shape == (32, 1, 5, 5)
     assert first.lepe.weight.shape == (64, 1, 3, 3)
     stripes = model.stages[2].blocks[0].attn
-    assert isinstance(stripes, CSWinStripeAttention)
+    assert isinstance(stripes, CSWinAttention)
     assert not stripes.global_window and len(stripes.lepe) == 2
     assert stripes.lepe[0].weight.shape == (128, 1, 3, 3)
     last = model.stages[3].blocks[0].attn
@@ -81,11 +82,11 @@ def test_arch_and_argument_errors():
     with pytest.raises(ValueError, match='odd'):
         tiny(kernel_size=2)
     with pytest.raises(ValueError, match='odd'):
-        CSWinStripeAttention(12, 3, split_size=2)
+        CSWinAttention(12, 3, split_size=2)
 
 
 # ------------------------------------------------ direct reference forms
-def reference_linear(attn: LePEFocusedLinearAttention, q, k, v, hw):
+def reference_linear(attn: FocusedLinearAttention, q, k, v, hw):
     """phi(Q) phi(K)^T V row-normalised per head, + DWC(V) + LePE(V)."""
     B, N, C = q.shape
     h, d = attn.num_heads, attn.head_dims
@@ -116,7 +117,7 @@ def reference_linear(attn: LePEFocusedLinearAttention, q, k, v, hw):
     return out + (dwc + lepe).transpose(1, 2)
 
 
-def reference_stripes(attn: CSWinStripeAttention, q, k, v, hw):
+def reference_stripes(attn: CSWinAttention, q, k, v, hw):
     """Per query: softmax over the real tokens of its stripe, + LePE as a
     3 x 3 depthwise conv that sees only the query's stripe."""
     H, W = hw
@@ -156,11 +157,12 @@ def reference_stripes(attn: CSWinStripeAttention, q, k, v, hw):
 @pytest.mark.parametrize('hw', [(4, 4), (5, 7), (3, 2)])
 def test_linear_attention_matches_direct_evaluation(hw):
     torch.manual_seed(0)
-    attn = randomise(LePEFocusedLinearAttention(8, 2, hw)).double()
-    q, k, v = torch.randn(3, 2, hw[0] * hw[1], 8, dtype=torch.float64)
+    attn = randomise(FocusedLinearAttention(8, 2, hw, lepe=True)).double()
+    x = torch.randn(2, hw[0] * hw[1], 8, dtype=torch.float64)
+    q, k, v = attn.qkv(x).split(8, dim=-1)
     torch.testing.assert_close(
-        attn(q, k, v, hw),
-        reference_linear(attn, q, k, v, hw),
+        attn(x, hw),
+        attn.proj(reference_linear(attn, q, k, v, hw)),
         rtol=1e-9,
         atol=1e-9)
 
@@ -170,12 +172,13 @@ def test_linear_attention_matches_direct_evaluation(hw):
 def test_stripe_attention_matches_direct_evaluation(hw, global_window):
     torch.manual_seed(0)
     attn = randomise(
-        CSWinStripeAttention(8, 4, split_size=2,
-                             global_window=global_window)).double()
-    q, k, v = torch.randn(3, 2, hw[0] * hw[1], 8, dtype=torch.float64)
+        CSWinAttention(8, 4, split_size=2,
+                       global_window=global_window)).double()
+    x = torch.randn(2, hw[0] * hw[1], 8, dtype=torch.float64)
+    q, k, v = attn.qkv(x).split(8, dim=-1)
     torch.testing.assert_close(
-        attn(q, k, v, hw),
-        reference_stripes(attn, q, k, v, hw),
+        attn(x, hw),
+        attn.proj(reference_stripes(attn, q, k, v, hw)),
         rtol=1e-10,
         atol=1e-10)
 
@@ -183,10 +186,12 @@ def test_stripe_attention_matches_direct_evaluation(hw, global_window):
 def test_block_layout():
     """One qkv projection split [q | k | v], attention, then proj."""
     torch.manual_seed(0)
-    block = randomise(FLattenCSWinBlock(8, 4, 'S', split_size=2)).double()
+    block = randomise(
+        TransformerBlock(8, 4, dict(type='CSWinAttention',
+                                    split_size=2))).double()
     x = torch.randn(1, 12, 8, dtype=torch.float64)
-    q, k, v = block.qkv(block.norm1(x)).split(8, dim=-1)
-    y = x + block.proj(reference_stripes(block.attn, q, k, v, (3, 4)))
+    q, k, v = block.attn.qkv(block.norm1(x)).split(8, dim=-1)
+    y = x + block.attn.proj(reference_stripes(block.attn, q, k, v, (3, 4)))
     y = y + block.mlp(block.norm2(y))
     torch.testing.assert_close(block(x, (3, 4)), y, rtol=1e-10, atol=1e-10)
 
@@ -229,7 +234,7 @@ def test_frozen_stages_and_norm_eval():
     stem_only = tiny(frozen_stages=0)
     stem_only.train()
     assert not any(p.requires_grad
-                   for p in stem_only.stages[0].patch_embed.parameters())
+                   for p in stem_only.patch_embed.parameters())
     assert all(p.requires_grad
                for p in stem_only.stages[0].blocks.parameters())
 
@@ -282,7 +287,7 @@ def test_autocast_forward_is_finite_with_large_activations(dtype):
     torch.manual_seed(0)
     model = randomise(tiny(out_indices=(0, 1, 2, 3))).eval()
     with torch.no_grad():  # q, k of magnitude ~100: t**3 > fp16 max
-        model.stages[0].blocks[0].qkv.weight.mul_(100)
+        model.stages[0].blocks[0].attn.qkv.weight.mul_(100)
     x = torch.randn(1, 3, 40, 48)
     with torch.no_grad():
         ref = model(x)
@@ -386,7 +391,7 @@ def test_attention_visualisation_covers_linear_and_stripe_blocks():
     image = torch.randn(1, 3, 64, 64)
     maps = dict(vis.attention_maps(model, image, query=(0.3, 0.6)))
     blocks = [
-        f'stages.{i}.blocks.{j}' for i, d in enumerate(TINY['depths'])
+        f'stages.{i}.blocks.{j}.attn' for i, d in enumerate(TINY['depths'])
         for j in range(d)
     ]
     assert sorted(maps) == sorted(blocks)
@@ -394,7 +399,7 @@ def test_attention_visualisation_covers_linear_and_stripe_blocks():
         assert weights.min() >= 0 and abs(weights.sum() - 1) < 1e-5, name
     # stage 3: two stripe branches of width 2 through the query (row 2,
     # column 1 of the 4 x 4 map); nothing outside the cross
-    cross = maps['stages.2.blocks.0']
+    cross = maps['stages.2.blocks.0.attn']
     outside = np.ones((4, 4), bool)
     outside[2:4, :] = outside[:, 0:2] = False
     assert cross[outside].max() == 0 and cross[~outside].min() > 0
@@ -408,7 +413,8 @@ def test_attention_visualisation_covers_linear_and_stripe_blocks():
     block.register_forward_pre_hook(keep_input)
     with torch.no_grad():
         model(image)
-        q, k, _ = block.qkv(block.norm1(captured['x'][:1])).chunk(3, dim=-1)
+        q, k, _ = block.attn.qkv(block.norm1(captured['x'][:1])).chunk(
+            3, dim=-1)
         attn, query = block.attn, 9 * 16 + 4
         scale = F.softplus(attn.scale)[0, 0]
 
@@ -424,7 +430,7 @@ def test_attention_visualisation_covers_linear_and_stripe_blocks():
             for c in (slice(0, 8), slice(8, 16))
         ]
     np.testing.assert_allclose(
-        maps['stages.0.blocks.0'].reshape(-1),
+        maps['stages.0.blocks.0.attn'].reshape(-1),
         torch.stack(rows).mean(0).numpy(),
         rtol=1e-4,
         atol=1e-7)

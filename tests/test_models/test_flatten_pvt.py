@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 from mmengine.runner import save_checkpoint
 
-from mmlinattn.models.attention import FocusedLinearAttention
+from mmlinattn.models.attention import (FocusedLinearAttention,
+                                        SpatialReductionAttention)
 from mmlinattn.models.backbones.flatten_pvt import (
-    FLattenPVT, FLattenPVTv2, SpatialReductionSoftmaxAttention,
+    FLattenPVT, FLattenPVTv2,
     convert_flatten_pvt_official, flatten_pvt_to_official)
 from mmlinattn.registry import MODELS
 from mmlinattn.testing import check_norm_state, count_params
@@ -149,7 +150,7 @@ def test_pos_embed_resized_bilinearly():
     model = tiny(FLattenPVT).eval()
     stage = model.stages[0]
     x = torch.randn(1, 3, 96, 64)
-    tokens, hw = stage.patch_embed(x)
+    tokens, hw = model.patch_embed(x)
     assert hw == (24, 16) and stage.grid == (16, 16)
     grid = stage.pos_embed.reshape(1, 16, 16, -1).permute(0, 3, 1, 2)
     expected = torch.nn.functional.interpolate(
@@ -158,7 +159,7 @@ def test_pos_embed_resized_bilinearly():
     block = stage.blocks[0]
     block.register_forward_pre_hook(lambda m, args: captured.update(x=args[0]))
     with torch.no_grad():
-        stage(x)
+        stage(tokens, hw)
     torch.testing.assert_close(captured['x'], tokens + expected)
 
 
@@ -173,7 +174,7 @@ def test_softmax_and_reduced_stages(cls):
     attns = [stage.blocks[0].attn for stage in model.stages]
     assert isinstance(attns[0], FocusedLinearAttention)
     assert attns[0].sr_ratio == 2 and attns[0].key_grid == (8, 8)
-    assert isinstance(attns[1], SpatialReductionSoftmaxAttention)
+    assert isinstance(attns[1], SpatialReductionAttention)
     assert attns[1].sr_ratio == 2 and hasattr(attns[1], 'sr')
     outs = model(torch.randn(2, 3, 64, 48))
     sum(o.sum() for o in outs).backward()
@@ -182,7 +183,7 @@ def test_softmax_and_reduced_stages(cls):
 
 
 def test_softmax_attention_matches_explicit_softmax():
-    attn = SpatialReductionSoftmaxAttention(16, 2, sr_ratio=2).double()
+    attn = SpatialReductionAttention(16, 2, sr_ratio=2).double()
     x = torch.randn(2, 48, 16, dtype=torch.float64)
     q, k, v, kv_hw = attn.project(x, (8, 6))
     assert kv_hw == (4, 3)

@@ -82,7 +82,7 @@ def test_ema_selection_and_errors(cli, b0_checkpoint):
     ema = {k: v + 1 for k, v in official.items()}
     checkpoint = {'model': official, 'state_dict_ema': ema}
     converted, meta = cli.convert(checkpoint, weights='ema', to='det')
-    key = 'backbone.stages.0.patch_embed.proj.weight'
+    key = 'backbone.patch_embed.proj.weight'
     assert meta['weights'] == 'ema'
     assert torch.equal(converted[key], ema['patch_embed1.proj.weight'])
     with pytest.raises(KeyError, match='--weights ema'):

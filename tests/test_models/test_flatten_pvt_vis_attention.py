@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmlinattn.models.attention import FocusedLinearAttention
-from mmlinattn.models.backbones.flatten_pvt import (
-    FLattenPVT, SpatialReductionSoftmaxAttention)
+from mmlinattn.models.attention import (FocusedLinearAttention,
+                                        SpatialReductionAttention)
+from mmlinattn.models.backbones.flatten_pvt import FLattenPVT
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = dict(
@@ -59,7 +59,7 @@ def test_focused_row_reproduces_the_layer(vis, sr):
 
 
 def test_softmax_row_reproduces_the_layer(vis):
-    layer = SpatialReductionSoftmaxAttention(16, 2, sr_ratio=2).double()
+    layer = SpatialReductionAttention(16, 2, sr_ratio=2).double()
     x = torch.randn(1, 48, 16, dtype=torch.float64)
     weights, key_hw = vis.find_handler(layer)(layer, x, (6, 8), 20)
     assert key_hw == (3, 4)

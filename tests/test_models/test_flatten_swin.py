@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from mmengine.runner import save_checkpoint
 
 from mmlinattn.models import FLattenSwin
-from mmlinattn.models.attention import FocusedLinearAttention
+from mmlinattn.models.attention import FocusedLinearAttention, WindowAttention
 from mmlinattn.models.backbones.flatten_swin import (
-    FLattenSwinBlock, SwinPatchMerging, WindowAttention,
-    convert_flatten_swin_official, flatten_swin_to_official, parse_attn_type)
+    SwinPatchMerging, convert_flatten_swin_official, flatten_swin_to_official)
+from mmlinattn.models.utils import TransformerBlock, parse_attn_type
 from mmlinattn.testing import check_norm_state, count_params
 
 TINY = dict(embed_dims=16, depths=[1, 1, 2, 2], num_heads=[1, 2, 2, 4])
@@ -59,7 +59,7 @@ def test_released_structure():
                                                                         192)
     assert stage1[0].attn.dwc.weight.shape == (32, 1, 5, 5)
     assert all(isinstance(b.attn, WindowAttention) for b in stage3)
-    assert [b.shift for b in stage3] == [False, True] * 3
+    assert [b.attn.shift for b in stage3] == [False, True] * 3
     assert stage3[0].attn.relative_position_bias_table.shape == (169, 12)
     big = FLattenSwin('base-384')
     assert big.stages[0].blocks[0].attn.positional_encoding.shape[1] == 96**2
@@ -139,12 +139,12 @@ def reference_window_attention(attn: WindowAttention, x: torch.Tensor, hw,
                                       ((2, 2), True)])
 def test_window_attention_matches_direct_evaluation(hw, shift):
     torch.manual_seed(0)
-    block = FLattenSwinBlock(8, 2, attn_type='S', window_size=3, shift=shift)
-    block = randomise(block).double()
+    attn = WindowAttention(8, 2, window_size=3, shift=shift)
+    attn = randomise(attn).double()
     x = torch.randn(2, hw[0] * hw[1], 8, dtype=torch.float64)
-    out = block.window_attention(x, hw)
+    out = attn(x, hw)
     applied = 1 if shift and min(hw) > 3 else 0  # no shift on small maps
-    ref = reference_window_attention(block.attn, x, hw, applied)
+    ref = reference_window_attention(attn, x, hw, applied)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
 
@@ -153,8 +153,7 @@ def test_linear_blocks_are_global_focused_linear_attention():
     whole (non-square) map, + head-shared DWC(V), then proj; no window."""
     torch.manual_seed(0)
     hw = (5, 7)
-    block = randomise(FLattenSwinBlock(8, 2, 'L', key_grid=hw)).double()
-    attn = block.attn
+    attn = randomise(FocusedLinearAttention(8, 2, key_grid=hw)).double()
     x = torch.randn(2, 35, 8, dtype=torch.float64)
     q, k, v = attn.qkv(x).split(8, dim=-1)
     scale = F.softplus(attn.scale)
@@ -216,21 +215,23 @@ def test_softmax_blocks_match_direct_evaluation_on_a_padded_map():
     3 x 3 windows pad to 9 x 9: residuals, MLP and masked padding."""
     torch.manual_seed(0)
     blocks = [
-        randomise(FLattenSwinBlock(8, 2, 'S', 3, shift=s), seed=i).double()
-        for i, s in enumerate([False, True])
+        randomise(
+            TransformerBlock(
+                8, 2, dict(type='WindowAttention', window_size=3, shift=s)),
+            seed=i).double() for i, s in enumerate([False, True])
     ]
     x = torch.randn(1, 7 * 8, 8, dtype=torch.float64)
     out, ref = x, x
     for block in blocks:
         out = block(out, (7, 8))
         ref = ref + reference_window_attention(block.attn, block.norm1(ref),
-                                               (7, 8), int(block.shift))
+                                               (7, 8), int(block.attn.shift))
         ref = ref + block.mlp(block.norm2(ref))
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
 
 def test_positional_encoding_resized_only_when_the_grid_differs(monkeypatch):
-    model = tiny(out_indices=(0, ))
+    model = tiny(out_indices=(1, ))
     calls = []
     import mmlinattn.models.attention.focused_linear_attention as fla
     original = fla.resize_pos_embed

@@ -65,7 +65,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 Grid = Tuple[int, int]
 
@@ -129,48 +128,6 @@ CSV_FIELDS = [
 
 
 # ------------------------------------------------------------------ layers
-class SoftmaxMSA(nn.Module):
-    """Global multi-head self-attention on
-    ``F.scaled_dot_product_attention`` (the straightforward baseline)."""
-
-    def __init__(self, embed_dims: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(embed_dims, 3 * embed_dims)
-        self.proj = nn.Linear(embed_dims, embed_dims)
-
-    def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
-        B, N, C = x.shape
-        h = self.num_heads
-        q, k, v = self.qkv(x).view(B, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
-
-
-class SwinWindowMSA(nn.Module):
-    """Swin's (non-shifted) window attention with relative position bias
-    on a zero-padded grid, as in Swin's dense-prediction code."""
-
-    def __init__(self, embed_dims: int, num_heads: int, window_size: int):
-        super().__init__()
-        from mmlinattn.models.backbones.flatten_swin import WindowAttention
-        self.window_size = window_size
-        self.attn = WindowAttention(embed_dims, num_heads, window_size)
-
-    def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
-        from mmlinattn.models.backbones.flatten_swin import (window_partition,
-                                                             window_reverse)
-        B, N, C = x.shape
-        (H, W), w = hw, self.window_size
-        x = x.view(B, H, W, C)
-        pad_b, pad_r = (-H) % w, (-W) % w
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        padded = (H + pad_b, W + pad_r)
-        x = self.attn(window_partition(x, (w, w)))
-        x = window_reverse(x, (w, w), padded)
-        return x[:, :H, :W].reshape(B, N, C)
-
-
 class OnGrid(nn.Module):
     """``layer(x, hw)`` (or ``layer(x)``) as a one-input module."""
 
@@ -189,18 +146,16 @@ def build_attention(name: str, hw: Grid, opts: Dict) -> nn.Module:
     from mmlinattn.models.attention import (FocusedLinearAttention,
                                             HiLoAttention,
                                             SoftmaxFreeAttention,
-                                            XNormAttention)
-    from mmlinattn.models.backbones.flatten_pvt import \
-        SpatialReductionSoftmaxAttention
+                                            SpatialReductionAttention,
+                                            WindowAttention, XNormAttention)
     C, h = opts['embed_dims'], opts['num_heads']
-    if name == 'msa':
-        return OnGrid(SoftmaxMSA(C, h), hw)
+    if name == 'msa':  # global softmax attention, the baseline
+        return OnGrid(SpatialReductionAttention(C, h), hw)
     if name == 'window':
-        return OnGrid(SwinWindowMSA(C, h, opts['window_size']), hw)
+        return OnGrid(WindowAttention(C, h, opts['window_size']), hw)
     if name == 'sra':
         return OnGrid(
-            SpatialReductionSoftmaxAttention(C, h, sr_ratio=opts['sra_ratio']),
-            hw)
+            SpatialReductionAttention(C, h, sr_ratio=opts['sra_ratio']), hw)
     if name.startswith('soft'):
         return OnGrid(
             SoftmaxFreeAttention(

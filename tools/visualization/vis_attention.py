@@ -67,18 +67,14 @@ def find_handler(module: nn.Module) -> Optional[Handler]:
 
 # ---------------------------------------------------------------- handlers
 def _register_builtin_handlers() -> None:
-    from mmlinattn.models.attention import FocusedLinearAttention
-    from mmlinattn.models.backbones.flatten_pvt import \
-        SpatialReductionSoftmaxAttention
+    from mmlinattn.models.attention import (CSWinAttention,
+                                            FocusedLinearAttention,
+                                            SpatialReductionAttention)
 
     @attention_handler(FocusedLinearAttention)
     def focused_linear_attention_row(layer, x, hw, query):
         """Row ``query`` of the normalised ``phi_p(Q) phi_p(K)^T`` per head
         (what the linear form computes implicitly)."""
-        if layer.qkv_layout is None:
-            raise NotImplementedError(
-                f'{type(layer).__name__} gets q, k, v from its block; '
-                'register a handler for that block or layer')
         q, k, _, kv_hw = layer.project(x, hw)
         phi_q, phi_k = layer.focused_features(q[:, query:query + 1], k, kv_hw)
         h, d = layer.num_heads, layer.head_dims
@@ -87,31 +83,17 @@ def _register_builtin_handlers() -> None:
         sim = (phi_q @ phi_k.transpose(1, 2))[:, 0]  # (h, n)
         return sim / sim.sum(-1, keepdim=True), kv_hw
 
-    @attention_handler(SpatialReductionSoftmaxAttention)
+    @attention_handler(SpatialReductionAttention)
     def spatial_reduction_softmax_row(layer, x, hw, query):
         q, k, _, kv_hw = layer.project(x, hw)
         q = q[0, :, query:query + 1]  # (h, 1, d)
         logits = q @ k[0].transpose(1, 2) * q.shape[-1]**-0.5
         return logits[:, 0].softmax(-1), kv_hw
 
-    from mmlinattn.models.backbones.flatten_cswin import (
-        FLattenCSWinBlock, LePEFocusedLinearAttention)
-
-    # FLatten-CSwin blocks own qkv: the block handler draws their layers.
-    ATTENTION_HANDLERS[LePEFocusedLinearAttention] = None
-
-    @attention_handler(FLattenCSWinBlock)
-    def flatten_cswin_row(block, x, hw, query):
-        """Focused linear weights (``'L'`` blocks) or CSWin's stripe
-        softmax (``'S'``; zero outside the query's stripes)."""
-        q, k, _ = block.qkv(block.norm1(x)).chunk(3, dim=-1)
-        attn = block.attn
-        if isinstance(attn, LePEFocusedLinearAttention):
-            phi_q, phi_k = attn.focused_features(q[:, query:query + 1], k, hw)
-            h, d = attn.num_heads, attn.head_dims
-            sim = (phi_q[0].view(h, 1, d) @ phi_k[0].view(-1, h, d).permute(
-                1, 2, 0))[:, 0]
-            return sim / sim.sum(-1, keepdim=True), hw
+    @attention_handler(CSWinAttention)
+    def cswin_stripe_row(attn, x, hw, query):
+        """CSWin's stripe softmax (zero outside the query's stripes)."""
+        q, k, _ = attn.qkv(x).chunk(3, dim=-1)
         H, W = hw
         rows = torch.arange(H * W) // W
         cols = torch.arange(H * W) % W

@@ -1,12 +1,20 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
-"""Attention layers, one file each, registered in ``MODELS``."""
-from .focused_linear_attention import FocusedLinearAttention
+"""Attention layers, one file each, registered in ``MODELS``.
 
-__all__ = []
-__all__ += ['FocusedLinearAttention']
-from .hilo_attention import HiLoAttention  # noqa: E402
-__all__ += ['HiLoAttention']
-from .xnorm_attention import XNormAttention  # noqa: E402
-__all__ += ['XNormAttention']
-from .soft_attention import SoftmaxFreeAttention  # noqa: E402
-__all__ += ['SoftmaxFreeAttention']
+Every layer follows the contract of
+:mod:`mmlinattn.models.utils.attention_builder`: ``forward(x, hw)`` on a
+(B, H*W, C) token grid, host facts by constructor argument name.
+"""
+from .cswin_attention import CSWinAttention
+from .focused_linear_attention import FocusedLinearAttention
+from .hilo_attention import HiLoAttention
+from .soft_attention import SoftmaxFreeAttention
+from .spatial_reduction_attention import SpatialReductionAttention
+from .window_attention import WindowAttention
+from .xnorm_attention import XNormAttention
+
+__all__ = [
+    'CSWinAttention', 'FocusedLinearAttention', 'HiLoAttention',
+    'SoftmaxFreeAttention', 'SpatialReductionAttention', 'WindowAttention',
+    'XNormAttention'
+]

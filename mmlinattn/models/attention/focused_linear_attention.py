@@ -14,7 +14,8 @@ from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.registry import register_model
-from ..utils import resize_pos_embed
+from ..utils import (resize_grid_table_on_load, resize_pos_embed,
+                     run_in_float32)
 
 Grid = Tuple[int, int]
 
@@ -121,18 +122,20 @@ class FocusedLinearAttention(BaseModule):
     works; ``positional_encoding`` is learnt for ``key_grid`` and resized
     (``pos_interp_mode``, default bicubic as the official 224->384
     fine-tune) when the key grid differs; it is used as is when it does not.
+    A checkpoint table learnt on another square grid is resized on load.
 
     Args:
         embed_dims: channels C.
         num_heads: heads h (head dim C / h).
         key_grid: (H, W) grid of key tokens that ``positional_encoding`` is
             learnt for (the pretraining grid: PVT stage grid // ``sr_ratio``,
-            Swin window, CSwin stripe). ``None``: no positional encoding.
+            Swin window, CSwin stripe). ``None``: ``grid // sr_ratio`` when
+            ``grid`` is given, else no positional encoding.
+        grid: the host stage's pretraining token grid (a host fact).
         qkv_layout: ``'qkv'``: one ``qkv`` Linear(C, 3C) split [q|k|v]
-            (Swin); ``'q_kv'``: ``q`` Linear(C, C) and ``kv`` Linear(C, 2C)
-            split [k|v] (PVT, PVTv2); ``None``: the caller projects and
-            calls :meth:`attend`, and the layer has no ``proj`` (CSwin,
-            whose block holds ``qkv`` and ``proj``).
+            (Swin, CSwin); ``'q_kv'``: ``q`` Linear(C, C) and ``kv``
+            Linear(C, 2C) split [k|v] (PVT, PVTv2); ``None``: ``'q_kv'``
+            with spatial reduction, else ``'qkv'``.
         qkv_bias: bias of the q/k/v projections.
         sr_ratio: PVT spatial reduction of keys/values (``sr`` Conv2d with
             kernel = stride = ``sr_ratio`` then LayerNorm ``norm``); DWC then
@@ -141,6 +144,8 @@ class FocusedLinearAttention(BaseModule):
         focusing_factor: p > 0 (3 in every released model).
         kernel_size: odd DWC kernel size (5 in every released model).
         proj_drop: dropout after ``proj``.
+        lepe: add CSWin's locally-enhanced positional encoding, a 3 x 3
+            depthwise conv ``lepe`` on V, before ``proj`` (FLatten-CSwin).
         fp32_attention: compute the positional encoding, focusing function,
             normaliser and the two matmuls in float32 even under autocast or
             for a half-precision model; the projections and DWC keep the
@@ -157,12 +162,14 @@ class FocusedLinearAttention(BaseModule):
                  embed_dims: int,
                  num_heads: int,
                  key_grid: Optional[Sequence[int]] = None,
-                 qkv_layout: Optional[str] = 'qkv',
+                 grid: Optional[Sequence[int]] = None,
+                 qkv_layout: Optional[str] = None,
                  qkv_bias: bool = True,
                  sr_ratio: int = 1,
                  focusing_factor: float = 3.,
                  kernel_size: int = 5,
                  proj_drop: float = 0.,
+                 lepe: bool = False,
                  fp32_attention: bool = True,
                  pos_interp_mode: str = 'bicubic',
                  init_cfg: Optional[dict] = None):
@@ -182,8 +189,10 @@ class FocusedLinearAttention(BaseModule):
                 'kernel_size must be a positive odd int so that the DWC '
                 'keeps the token grid with padding kernel_size // 2, got '
                 f'{kernel_size!r}')
-        if qkv_layout not in ('qkv', 'q_kv', None):
-            raise ValueError("qkv_layout must be 'qkv', 'q_kv' or None, got "
+        if qkv_layout is None:
+            qkv_layout = 'q_kv' if sr_ratio > 1 else 'qkv'
+        if qkv_layout not in ('qkv', 'q_kv'):
+            raise ValueError("qkv_layout must be 'qkv' or 'q_kv', got "
                              f'{qkv_layout!r}')
         if not isinstance(sr_ratio, int) or sr_ratio < 1:
             raise ValueError(f'sr_ratio must be an int >= 1, got {sr_ratio!r}')
@@ -212,6 +221,9 @@ class FocusedLinearAttention(BaseModule):
             self.norm = nn.LayerNorm(embed_dims)
 
         self.scale = nn.Parameter(torch.zeros(1, 1, embed_dims))
+        if key_grid is None and grid is not None:
+            grid = _check_grid('grid', grid)
+            key_grid = (grid[0] // sr_ratio, grid[1] // sr_ratio)
         if key_grid is None:
             self.key_grid = None
             self.positional_encoding = None
@@ -226,9 +238,11 @@ class FocusedLinearAttention(BaseModule):
             kernel_size,
             padding=kernel_size // 2,
             groups=self.head_dims)
-        if qkv_layout is not None:
-            self.proj = nn.Linear(embed_dims, embed_dims)
-            self.proj_drop = nn.Dropout(proj_drop)
+        self.lepe = nn.Conv2d(
+            embed_dims, embed_dims, 3, padding=1,
+            groups=embed_dims) if lepe else None
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop)
 
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -250,9 +264,6 @@ class FocusedLinearAttention(BaseModule):
         if self.qkv_layout == 'qkv':
             q, k, v = self.qkv(x).chunk(3, dim=-1)
             return q, k, v, (H, W)
-        if self.qkv_layout is None:
-            raise RuntimeError('qkv_layout=None: project q, k, v yourself '
-                               'and call attend()')
         q = self.q(x)
         kv_hw = (H, W)
         if self.sr_ratio > 1:
@@ -330,9 +341,7 @@ class FocusedLinearAttention(BaseModule):
             raise ValueError(f'{N} queries / {n} keys do not match the grids '
                              f'{tuple(hw)} / {tuple(kv_hw)}')
         if self.fp32_attention and v.dtype in (torch.float16, torch.bfloat16):
-            with torch.autocast(device_type=v.device.type, enabled=False):
-                x = self._linear_attention(q.float(), k.float(), v.float(),
-                                           kv_hw).to(v.dtype)
+            x = run_in_float32(self._linear_attention, q, k, v, kv_hw=kv_hw)
         else:
             x = self._linear_attention(q, k, v, kv_hw)
         return x + self._dwc(v, hw)
@@ -358,7 +367,20 @@ class FocusedLinearAttention(BaseModule):
         """(B, N, C) tokens on the (H, W) grid ``hw`` -> (B, N, C)."""
         q, k, v, kv_hw = self.project(x, hw)
         x = self.attend(q, k, v, hw, kv_hw)
+        if self.lepe is not None:
+            # channels-last view: the depthwise conv is faster on it
+            lepe = self.lepe(
+                v.view(-1, *hw, self.embed_dims).permute(0, 3, 1, 2))
+            x = x + lepe.flatten(2).transpose(1, 2)
         return self.proj_drop(self.proj(x))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if self.positional_encoding is not None:
+            resize_grid_table_on_load(state_dict,
+                                      prefix + 'positional_encoding',
+                                      self.positional_encoding, self.key_grid,
+                                      self.pos_interp_mode)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f'embed_dims={self.embed_dims}, num_heads={self.num_heads}, '

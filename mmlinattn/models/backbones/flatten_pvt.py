@@ -13,165 +13,18 @@ Every attention layer except the module path keeps the official parameter
 names, so :func:`convert_flatten_pvt_official` only renames containers.
 """
 import re
-import warnings
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.registry import register_model
-from ..attention.focused_linear_attention import FocusedLinearAttention
-from ..utils import (ConvPatchEmbed, LinAttnBackbone, Mlp, build_drop_path,
-                     checkpoint_call, resize_pos_embed, tokens_to_nchw)
+from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage, TransformerBlock,
+                     drop_path_schedule, init_conv_fan_out,
+                     init_linear_and_norm, per_block_attn_cfgs)
 
 Grid = Tuple[int, int]
-
-
-class SpatialReductionSoftmaxAttention(nn.Module):
-    """PVT's softmax attention over spatially reduced keys/values (the
-    ``'S'`` stages of ``attn_type``), with the official parameter names
-    ``q``, ``kv``, ``sr``, ``norm``, ``proj``; runs on
-    ``F.scaled_dot_product_attention``."""
-
-    def __init__(self,
-                 embed_dims: int,
-                 num_heads: int,
-                 qkv_bias: bool = True,
-                 sr_ratio: int = 1,
-                 attn_drop: float = 0.,
-                 proj_drop: float = 0.):
-        super().__init__()
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
-        self.num_heads = num_heads
-        self.sr_ratio = sr_ratio
-        self.attn_drop = attn_drop
-        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-        self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
-        if sr_ratio > 1:
-            self.sr = nn.Conv2d(
-                embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
-            self.norm = nn.LayerNorm(embed_dims)
-        self.proj = nn.Linear(embed_dims, embed_dims)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def project(self, x: torch.Tensor, hw: Grid) -> Tuple[torch.Tensor, ...]:
-        """-> per-head q (B, h, N, d), k and v (B, h, n, d), key grid."""
-        B, N, C = x.shape
-        H, W = hw
-        h = self.num_heads
-        q = self.q(x).view(B, N, h, C // h).transpose(1, 2)
-        kv_hw = (H, W)
-        if self.sr_ratio > 1:
-            if min(H, W) < self.sr_ratio:
-                raise ValueError(
-                    f'a {H}x{W} token grid is smaller than sr_ratio='
-                    f'{self.sr_ratio}; use a larger input')
-            x = self.sr(x.transpose(1, 2).reshape(B, C, H, W))
-            kv_hw = (x.shape[2], x.shape[3])
-            x = self.norm(x.flatten(2).transpose(1, 2))
-        k, v = self.kv(x).view(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4)
-        return q, k, v, kv_hw
-
-    def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
-        B, N, C = x.shape
-        q, k, v, _ = self.project(x, hw)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.)
-        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
-
-
-class FLattenPVTBlock(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))`` then
-    ``x + mlp(norm2(x))`` with stochastic depth; the MLP is PVTv2's ConvFFN
-    when ``conv_ffn``."""
-
-    def __init__(self,
-                 embed_dims: int,
-                 num_heads: int,
-                 mlp_ratio: float,
-                 attn_type: str = 'L',
-                 key_grid: Optional[Grid] = None,
-                 sr_ratio: int = 1,
-                 focusing_factor: float = 3.,
-                 kernel_size: int = 5,
-                 qkv_bias: bool = True,
-                 drop_rate: float = 0.,
-                 attn_drop_rate: float = 0.,
-                 drop_path_rate: float = 0.,
-                 conv_ffn: bool = False,
-                 fp32_attention: bool = True,
-                 with_cp: bool = False):
-        super().__init__()
-        self.with_cp = with_cp
-        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
-        if attn_type == 'L':
-            self.attn = FocusedLinearAttention(
-                embed_dims,
-                num_heads,
-                key_grid=key_grid,
-                qkv_layout='q_kv',
-                qkv_bias=qkv_bias,
-                sr_ratio=sr_ratio,
-                focusing_factor=focusing_factor,
-                kernel_size=kernel_size,
-                proj_drop=drop_rate,
-                fp32_attention=fp32_attention)
-        else:
-            self.attn = SpatialReductionSoftmaxAttention(
-                embed_dims,
-                num_heads,
-                qkv_bias=qkv_bias,
-                sr_ratio=sr_ratio,
-                attn_drop=attn_drop_rate,
-                proj_drop=drop_rate)
-        self.drop_path = build_drop_path(drop_path_rate)
-        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
-        self.mlp = Mlp(
-            embed_dims,
-            int(embed_dims * mlp_ratio),
-            drop=drop_rate,
-            use_dwconv=conv_ffn)
-
-    def _forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        return x + self.drop_path(self.mlp(self.norm2(x), hw))
-
-    def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
-        return checkpoint_call(self._forward, x, hw, enabled=self.with_cp)
-
-
-class FLattenPVTStage(nn.Module):
-    """Patch embedding, optional absolute ``pos_embed`` (resized bilinearly
-    from ``grid`` when the input grid differs), blocks, optional norm."""
-
-    def __init__(self, patch_embed: ConvPatchEmbed, blocks: List[nn.Module],
-                 embed_dims: int, grid: Grid, pos_embed: bool, norm: bool,
-                 drop_rate: float):
-        super().__init__()
-        self.patch_embed = patch_embed
-        self.grid = grid
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, grid[0] *
-                        grid[1], embed_dims)) if pos_embed else None
-        self.pos_drop = nn.Dropout(drop_rate)
-        self.blocks = nn.ModuleList(blocks)
-        self.norm = nn.LayerNorm(embed_dims, eps=1e-6) if norm else None
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Grid]:
-        """(B, C_in, H_in, W_in) -> tokens (B, H*W, C) and (H, W)."""
-        x, hw = self.patch_embed(x)
-        if self.pos_embed is not None:
-            x = x + resize_pos_embed(self.pos_embed, self.grid, hw)
-        x = self.pos_drop(x)
-        for block in self.blocks:
-            x = block(x, hw)
-        if self.norm is not None:
-            x = self.norm(x)
-        return x, hw
 
 
 def _parse_per_stage(name: str, value, allowed: str) -> str:
@@ -183,14 +36,19 @@ def _parse_per_stage(name: str, value, allowed: str) -> str:
 
 
 class _FLattenPVTBase(LinAttnBackbone):
-    """Shared constructor and forward of :class:`FLattenPVT` and
-    :class:`FLattenPVTv2`; subclasses set the stem/stage layout flags."""
+    """Shared constructor of :class:`FLattenPVT` and :class:`FLattenPVTv2`;
+    subclasses set the stem/stage layout flags."""
     essential_keys = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios')
     overlapping_patch_embed: bool
     use_pos_embed: bool
     conv_ffn: bool
     stage_norm: bool
     conv_fan_out_init: bool  # PVTv2 inits every conv fan-out normal
+    # layout before the stage contract: the first patch embedding was
+    # stages.0.patch_embed, the others stages.i.patch_embed
+    key_migrations = ((r'^stages\.0\.patch_embed\.', 'patch_embed.'),
+                      (r'^stages\.(\d)\.patch_embed\.',
+                       r'stages.\1.downsample.'))
 
     def __init__(self,
                  arch='tiny',
@@ -206,6 +64,7 @@ class _FLattenPVTBase(LinAttnBackbone):
                  attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0.1,
                  fp32_attention: bool = True,
+                 attn_cfg: Union[None, dict, Sequence[dict]] = None,
                  out_indices=(3, ),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
@@ -223,6 +82,7 @@ class _FLattenPVTBase(LinAttnBackbone):
             if len(arch[key]) != self.num_stages:
                 raise ValueError(f'arch[{key!r}] needs {self.num_stages} '
                                  f'values, got {arch[key]!r}')
+        self.in_channels = in_channels
         self.embed_dims = list(arch['embed_dims'])
         self.depths = list(arch['depths'])
         self.attn_type = _parse_per_stage('attn_type', attn_type, 'LS')
@@ -234,56 +94,63 @@ class _FLattenPVTBase(LinAttnBackbone):
         if isinstance(pretrain_img_size, int):
             pretrain_img_size = (pretrain_img_size, pretrain_img_size)
         self.pretrain_img_size = tuple(pretrain_img_size)
+        self.attn_cfgs = per_block_attn_cfgs(attn_cfg, [
+            dict(
+                type='FocusedLinearAttention',
+                qkv_layout='q_kv',
+                sr_ratio=int(la_sr_ratios[i]),
+                focusing_factor=focusing_factor,
+                kernel_size=kernel_size,
+                fp32_attention=fp32_attention) if kind == 'L' else dict(
+                    type='SpatialReductionAttention')
+            for i, kind in enumerate(self.attn_type)
+        ], self.depths)
 
-        total_depth = sum(self.depths)
-        dpr = [
-            drop_path_rate * j / max(total_depth - 1, 1)
-            for j in range(total_depth)
-        ]  # linear stochastic depth
+        self.patch_embed = self._make_patch_embed(
+            in_channels, self.embed_dims[0], first=True)
+        rates = drop_path_schedule(drop_path_rate, self.depths)
         stages = []
         grid = self.pretrain_img_size
         for i in range(self.num_stages):
-            patch_embed = self._make_patch_embed(
-                in_channels if i == 0 else self.embed_dims[i - 1],
-                self.embed_dims[i],
-                first=i == 0)
-            stride = patch_embed.stride  # both embeddings round up
+            downsample = None if i == 0 else self._make_patch_embed(
+                self.embed_dims[i - 1], self.embed_dims[i], first=False)
+            stride = 4 if i == 0 else 2  # both embeddings round up
             grid = (-(-grid[0] // stride), -(-grid[1] // stride))
-            sr = int(la_sr_ratios[i] if self.attn_type[i] ==
-                     'L' else sr_ratios[i])
             blocks = [
-                FLattenPVTBlock(
+                TransformerBlock(
                     self.embed_dims[i],
                     arch['num_heads'][i],
-                    arch['mlp_ratios'][i],
-                    attn_type=self.attn_type[i],
-                    key_grid=(grid[0] // sr, grid[1] // sr),
-                    sr_ratio=sr,
-                    focusing_factor=focusing_factor,
-                    kernel_size=kernel_size,
-                    qkv_bias=qkv_bias,
-                    drop_rate=drop_rate,
-                    attn_drop_rate=attn_drop_rate,
-                    drop_path_rate=dpr[sum(self.depths[:i]) + j],
+                    self.attn_cfgs[i][j],
+                    host=type(self).__name__,
+                    host_facts=dict(
+                        grid=grid,
+                        sr_ratio=int(sr_ratios[i]),
+                        qkv_bias=qkv_bias,
+                        attn_drop=attn_drop_rate),
+                    mlp_ratio=arch['mlp_ratios'][i],
                     conv_ffn=self.conv_ffn,
-                    fp32_attention=fp32_attention,
-                    with_cp=with_cp) for j in range(self.depths[i])
+                    drop_rate=drop_rate,
+                    drop_path_rate=rate,
+                    norm_eps=1e-6,
+                    with_cp=with_cp) for j, rate in enumerate(rates[i])
             ]
             stages.append(
-                FLattenPVTStage(
-                    patch_embed,
+                Stage(
                     blocks,
+                    downsample,
                     self.embed_dims[i],
-                    grid,
-                    pos_embed=self.use_pos_embed,
-                    norm=self.stage_norm,
-                    drop_rate=drop_rate))
+                    pos_embed_grid=grid if self.use_pos_embed else None,
+                    drop_rate=drop_rate,
+                    norm=1e-6 if self.stage_norm else None))
         self.stages = nn.ModuleList(stages)
-        self.apply(self._official_init)
+        self.apply(init_linear_and_norm)
+        if self.conv_fan_out_init:
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    init_conv_fan_out(module)
         for stage in self.stages:
             if stage.pos_embed is not None:
                 trunc_normal_(stage.pos_embed, std=.02)
-        self._register_load_state_dict_pre_hook(self._resize_grid_params)
 
     def _make_patch_embed(self, in_channels: int, embed_dims: int,
                           first: bool) -> ConvPatchEmbed:
@@ -294,66 +161,6 @@ class _FLattenPVTBase(LinAttnBackbone):
         stride = 4 if first else 2
         return ConvPatchEmbed(
             in_channels, embed_dims, stride, stride, pad_to_stride=True)
-
-    def _official_init(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d) and self.conv_fan_out_init:
-            fan_out = (
-                module.kernel_size[0] * module.kernel_size[1] *
-                module.out_channels // module.groups)
-            nn.init.normal_(module.weight, 0, (2.0 / fan_out)**0.5)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-
-    def _resize_grid_params(self, state_dict: dict, prefix: str, *args,
-                            **kwargs) -> None:
-        """Load ``pos_embed`` / ``positional_encoding`` learnt on another
-        square grid (e.g. a 384 fine-tune) by resizing them to this model's
-        pretraining grid, bilinear / bicubic as the official code."""
-        for name, param in self.named_parameters():
-            if not name.endswith(('pos_embed', 'positional_encoding')):
-                continue
-            key = prefix + name
-            value = state_dict.get(key)
-            if value is None or value.shape == param.shape:
-                continue
-            side = int(round(value.shape[1]**0.5))
-            if value.dim() != 3 or side * side != value.shape[1]:
-                continue  # let load_state_dict report the mismatch
-            stage = int(name.split('.')[1])
-            grid = self.stages[stage].grid
-            if name.endswith('positional_encoding'):
-                module = self.get_submodule(name.rsplit('.', 1)[0])
-                grid, mode = module.key_grid, module.pos_interp_mode
-            else:
-                mode = 'bilinear'
-            state_dict[key] = resize_pos_embed(
-                value, (side, side), grid, mode=mode)
-            warnings.warn(f'{key}: resized {side}x{side} -> '
-                          f'{grid[0]}x{grid[1]} ({mode})')
-
-    def _stage_parts(self, stage: int) -> Iterable[nn.Module]:
-        return [] if stage < 0 else [self.stages[stage]]
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """(B, C, H, W) images of any size -> feature maps (B, C_i, H_i, W_i)
-        of the ``out_indices`` stages (strides 4, 8, 16, 32)."""
-        if x.dim() != 4:
-            raise ValueError('expected a (B, C, H, W) image batch, got shape '
-                             f'{tuple(x.shape)}')
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, hw = stage(x)
-            x = tokens_to_nchw(x, hw)
-            if i in self.out_indices:
-                outs.append(x)
-        return tuple(outs)
 
 
 _PVT_DIMS = dict(
@@ -454,13 +261,15 @@ class FLattenPVTv2(_FLattenPVTBase):
 
 # ------------------------------------------------------ checkpoint layout
 _OFFICIAL_TO_OURS = [
-    (re.compile(r'^patch_embed(\d)\.'), 'stages.{}.patch_embed.'),
+    (re.compile(r'^patch_embed(1)\.'), 'patch_embed.'),
+    (re.compile(r'^patch_embed(\d)\.'), 'stages.{}.downsample.'),
     (re.compile(r'^pos_embed(\d)$'), 'stages.{}.pos_embed'),
     (re.compile(r'^block(\d)\.'), 'stages.{}.blocks.'),
     (re.compile(r'^norm(\d)\.'), 'stages.{}.norm.'),
 ]
 _OURS_TO_OFFICIAL = [
-    (re.compile(r'^stages\.(\d)\.patch_embed\.'), 'patch_embed{}.'),
+    (re.compile(r'^patch_embed()\.'), 'patch_embed1.'),
+    (re.compile(r'^stages\.(\d)\.downsample\.'), 'patch_embed{}.'),
     (re.compile(r'^stages\.(\d)\.pos_embed$'), 'pos_embed{}'),
     (re.compile(r'^stages\.(\d)\.blocks\.'), 'block{}.'),
     (re.compile(r'^stages\.(\d)\.norm\.'), 'norm{}.'),
@@ -471,7 +280,8 @@ def _rename(key: str, rules, offset: int) -> Optional[str]:
     for pattern, template in rules:
         match = pattern.match(key)
         if match:
-            return (template.format(int(match.group(1)) + offset) +
+            index = match.group(1)
+            return (template.format(int(index) + offset if index else '') +
                     key[match.end():])
     return None
 

@@ -1,11 +1,24 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
-from .base_backbone import LinAttnBackbone, tokens_to_nchw
+from .attention_builder import (attention_class, build_attention,
+                                parse_attn_type, per_block_attn_cfgs)
+from .base_backbone import LinAttnBackbone, Stage, tokens_to_nchw
+from .blocks import TransformerBlock
 from .embed import ConvPatchEmbed
 from .ffn import DWConv, Mlp
 from .misc import build_drop_path, checkpoint_call
-from .pos_embed import resize_pos_embed
+from .pos_embed import resize_grid_table_on_load, resize_pos_embed
+from .precision import autocast_off, run_in_float32
+from .weight_init import (drop_path_schedule, init_conv_fan_out,
+                          init_linear_and_norm)
+from .window import (pad_to_multiple, padding_key_mask, region_mask,
+                     window_partition, window_reverse)
 
 __all__ = [
-    'LinAttnBackbone', 'tokens_to_nchw', 'ConvPatchEmbed', 'DWConv', 'Mlp',
-    'build_drop_path', 'checkpoint_call', 'resize_pos_embed'
+    'attention_class', 'build_attention', 'parse_attn_type',
+    'per_block_attn_cfgs', 'LinAttnBackbone', 'Stage', 'tokens_to_nchw',
+    'TransformerBlock', 'ConvPatchEmbed', 'DWConv', 'Mlp', 'build_drop_path',
+    'checkpoint_call', 'resize_grid_table_on_load', 'resize_pos_embed',
+    'autocast_off', 'run_in_float32', 'drop_path_schedule',
+    'init_conv_fan_out', 'init_linear_and_norm', 'pad_to_multiple',
+    'padding_key_mask', 'region_mask', 'window_partition', 'window_reverse'
 ]

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .base_backbone import tokens_to_nchw
+
 
 class ConvPatchEmbed(nn.Module):
     """Conv projection of an image / feature map to tokens.
@@ -39,9 +41,15 @@ class ConvPatchEmbed(nn.Module):
         self.stride = stride
         self.pad_to_stride = pad_to_stride
 
-    def forward(self,
-                x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """(B, C, H, W) -> tokens (B, H'*W', D) and (H', W')."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        hw: Optional[Tuple[int, int]] = None
+    ) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """(B, C, H, W) images, or (B, H*W, C) tokens on the grid ``hw``
+        (as a stage's downsampling) -> tokens (B, H'*W', D) and (H', W')."""
+        if hw is not None:
+            x = tokens_to_nchw(x, hw)
         if self.pad_to_stride:
             H, W = x.shape[-2:]
             pad_h, pad_w = (-H) % self.stride, (-W) % self.stride

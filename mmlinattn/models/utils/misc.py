@@ -11,7 +11,9 @@ from torchvision.ops import StochasticDepth
 
 def build_drop_path(drop_prob: float) -> nn.Module:
     """DropPath (stochastic depth per sample), ``Identity`` when 0."""
-    return StochasticDepth(drop_prob, 'row') if drop_prob > 0 else nn.Identity()
+    if drop_prob > 0:
+        return StochasticDepth(drop_prob, 'row')
+    return nn.Identity()
 
 
 def checkpoint_call(fn: Callable, *args: Any, enabled: bool) -> Any:
