@@ -8,8 +8,9 @@ from mmengine.runner import save_checkpoint
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from mmlinattn.models.backbones.litv2 import (ConvFFNBlock, HiLoBlock, LITv2,
-                                              deform_conv2d_flop_jit)
+from mmlinattn.models.attention import HiLoAttention
+from mmlinattn.models.backbones.litv2 import LITv2
+from mmlinattn.utils.flops import deform_conv2d_flop_jit
 from mmlinattn.registry import MODELS
 from mmlinattn.testing import check_norm_state, count_params
 
@@ -37,7 +38,7 @@ def test_arch():
         for k in ('depths', 'num_heads')
     }))
     assert model.num_features == [8, 16, 24, 32]
-    assert model.layers[2].downsample.dconv.weight.shape == (32, 24, 2, 2)
+    assert model.stages[3].downsample.dconv.weight.shape == (32, 24, 2, 2)
 
 
 @pytest.mark.parametrize('arch, params_m, blocks',
@@ -54,12 +55,12 @@ def test_params_and_layout_every_arch(arch, params_m, blocks):
     head = C[3] * 1000 + 1000
     backbone = count_params(model) - 2 * (C[1] + C[2])  # norm1, norm2
     assert round((backbone + head) / 1e6, 3) == params_m
-    assert [len(stage.blocks) for stage in model.layers] == blocks
-    for i, stage in enumerate(model.layers):
-        kind = HiLoBlock if i >= 2 else ConvFFNBlock
-        assert all(type(b) is kind for b in stage.blocks)
-    assert model.layers[3].blocks[0].attn.h_heads == 0  # ws 1: global MSA
-    assert model.layers[2].blocks[0].attn.h_heads == 2
+    assert [len(stage.blocks) for stage in model.stages] == blocks
+    for i, stage in enumerate(model.stages):
+        kind = HiLoAttention if i >= 2 else type(None)
+        assert all(type(b.attn) is kind for b in stage.blocks)
+    assert model.stages[3].blocks[0].attn.h_heads == 0  # ws 1: global MSA
+    assert model.stages[2].blocks[0].attn.h_heads == 2
     with torch.no_grad():
         outs = model(torch.empty(1, 3, 45, 61, device='meta'))
     assert [tuple(o.shape) for o in outs] == [(1, C[0], 12, 16),
@@ -124,7 +125,7 @@ def test_forward_shapes_any_size(hw, sizes):
 
 def test_too_small_input_names_the_fix():
     model = tiny()
-    with pytest.raises(ValueError, match='needs at least 29x29 px'):
+    with pytest.raises(ValueError, match='needs inputs of at least 29x29 pixels'):
         model(torch.randn(1, 3, 28, 64))
     stage1 = tiny(out_indices=(1, )).eval()
     assert stage1(torch.randn(1, 3, 5, 5))[0].shape[-2:] == (1, 1)
@@ -155,7 +156,7 @@ def test_out_indices_and_output_norms():
 
 def test_later_stages_skipped_when_not_output():
     model = tiny(out_indices=(0, 1))
-    model.layers[2].forward = None  # would raise if called
+    model.stages[2].forward = None  # would raise if called
     outs = model(torch.randn(1, 3, 32, 32))
     assert len(outs) == 2
 
@@ -164,7 +165,7 @@ def test_ws4_variant_loads_ws2_weights():
     ws2 = tiny(out_indices=(3, ))
     ws4 = tiny(out_indices=(3, ), local_ws=(0, 0, 4, 1))
     ws4.load_state_dict(ws2.state_dict(), strict=True)
-    assert ws4.layers[2].blocks[0].attn.window_size == 4
+    assert ws4.stages[2].blocks[0].attn.window_size == 4
 
 
 @pytest.mark.parametrize('frozen_stages', [0, 2, 4])
@@ -174,7 +175,7 @@ def test_frozen_stages(frozen_stages):
     assert all(not p.requires_grad for p in model.patch_embed.parameters())
     for i in range(4):
         frozen = i < frozen_stages
-        stage = model.layers[i]
+        stage = model.stages[i]
         assert all(p.requires_grad != frozen for p in stage.parameters())
         assert all(m.training != frozen for m in stage.modules())
         if i > 0:
@@ -184,9 +185,10 @@ def test_frozen_stages(frozen_stages):
     loss = sum(o.sum() for o in model(x))
     if frozen_stages < 4:
         loss.backward()
-    # DTM BatchNorm statistics of frozen stages do not move.
+    # DTM BatchNorm statistics of frozen stages do not move (the token
+    # merging opening stage 1 belongs to stage 1).
     if frozen_stages >= 2:
-        bn = model.layers[1].downsample.norm_layer
+        bn = model.stages[1].downsample.norm_layer
         assert bn.num_batches_tracked.item() == 0
 
 
@@ -194,7 +196,7 @@ def test_norm_eval_and_train_returns_self():
     model = tiny(norm_eval=True)
     assert model.train() is model
     assert check_norm_state(model.modules(), False)
-    bn = model.layers[0].downsample.norm_layer
+    bn = model.stages[1].downsample.norm_layer
     model(torch.randn(2, 3, 64, 64))
     assert bn.num_batches_tracked.item() == 0
     assert tiny().train() is not None
@@ -206,7 +208,7 @@ def test_with_cp_same_outputs_and_grads():
     ref = tiny(out_indices=(0, 1, 2, 3))
     cp = tiny(out_indices=(0, 1, 2, 3), with_cp=True)
     cp.load_state_dict(ref.state_dict())
-    blocks = [b for stage in cp.layers for b in stage.blocks]
+    blocks = [b for stage in cp.stages for b in stage.blocks]
     assert blocks and all(b.with_cp for b in blocks)
     x = torch.randn(2, 3, 48, 40)
     grads = []
@@ -222,9 +224,9 @@ def test_with_cp_same_outputs_and_grads():
 
 def test_original_init_kept_by_init_weights():
     model = tiny()
-    offset = model.layers[0].downsample.dconv.conv_offset
+    offset = model.stages[1].downsample.dconv.conv_offset
     assert torch.count_nonzero(offset.weight) == 0
-    dw = model.layers[0].blocks[0].mlp.dwconv.dwconv
+    dw = model.stages[0].blocks[0].mlp.dwconv.dwconv
     expected_std = math.sqrt(2 / 9)
     assert dw.weight.std().item() == pytest.approx(expected_std, rel=0.2)
     assert torch.count_nonzero(dw.bias) == 0
@@ -285,4 +287,4 @@ def test_registered_names_resolve():
         assert isinstance(model, LITv2)
     from mmengine.registry import MODELS as ROOT
     assert ROOT.get('LITv2') is LITv2
-    assert isinstance(model.layers[0].blocks[0].mlp.dwconv, nn.Module)
+    assert isinstance(model.stages[0].blocks[0].mlp.dwconv, nn.Module)

@@ -93,7 +93,7 @@ def test_matches_direct_float64_formula(gamma_mode, kv_norm_axis):
     np.testing.assert_allclose(
         m(x).detach().numpy(), direct_float64(m, x, x), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(
-        m(x, y).detach().numpy(),
+        m(x, key=y).detach().numpy(),
         direct_float64(m, x, y),
         rtol=1e-10,
         atol=1e-12)
@@ -118,7 +118,7 @@ def test_compat_equals_third_party_bit_for_bit(dtype):
     with torch.no_grad():
         assert torch.equal(m(x), third_party_formula(sd, x, x, x, h, d_k, d_v))
         assert torch.equal(
-            m(x, y, z), third_party_formula(sd, x, y, z, h, d_k, d_v))
+            m(x, key=y, value=z), third_party_formula(sd, x, y, z, h, d_k, d_v))
     # conversion round trip
     back = xnorm_attention_from_third_party(sd)
     assert set(back) == set(m.state_dict())

@@ -129,16 +129,15 @@ CSV_FIELDS = [
 
 # ------------------------------------------------------------------ layers
 class OnGrid(nn.Module):
-    """``layer(x, hw)`` (or ``layer(x)``) as a one-input module."""
+    """``layer(x, hw)`` (the attention contract) as a one-input module."""
 
-    def __init__(self, layer: nn.Module, hw: Grid, takes_grid: bool = True):
+    def __init__(self, layer: nn.Module, hw: Grid):
         super().__init__()
         self.layer = layer
         self.hw = hw
-        self.takes_grid = takes_grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x, self.hw) if self.takes_grid else self.layer(x)
+        return self.layer(x, self.hw)
 
 
 def build_attention(name: str, hw: Grid, opts: Dict) -> nn.Module:
@@ -176,7 +175,7 @@ def build_attention(name: str, hw: Grid, opts: Dict) -> nn.Module:
                 window_size=opts['hilo_window'],
                 alpha=opts['hilo_alpha']), hw)
     if name == 'xnorm':
-        return OnGrid(XNormAttention(C, h), hw, takes_grid=False)
+        return OnGrid(XNormAttention(C, h), hw)
     raise ValueError(f'unknown attention {name!r}; choose from '
                      f'{ATTENTIONS}')
 

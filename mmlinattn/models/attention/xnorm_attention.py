@@ -13,7 +13,6 @@ which costs O(N d^2) per head instead of O(N^2 d). There is no official code;
 every choice the paper leaves open is an argument here (see
 ``docs/models/ufo_vit.md``).
 """
-from contextlib import nullcontext
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from mmlinattn.registry import register_model
+from ..utils import run_in_float32
 
 GAMMA_MODES = ('shared', 'separate')
 KV_NORM_AXES = (-1, -2)
@@ -181,12 +181,15 @@ class XNormAttention(BaseModule):
 
     def forward(self,
                 query: torch.Tensor,
+                hw: Optional[Tuple[int, int]] = None,
                 key: Optional[torch.Tensor] = None,
                 value: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, N_q, C) queries [, (B, N_k, C) keys [, values]] -> (B, N_q, C).
 
         Self-attention when ``key`` and ``value`` are omitted; ``value``
-        defaults to ``key``.
+        defaults to ``key``. XNorm attention is permutation-invariant over
+        the keys, so the token grid ``hw`` of the attention contract is not
+        needed.
         """
         B, Nq, _ = query.shape
         q, k, v = self._project(query, key, value)
@@ -205,35 +208,23 @@ class XNormAttention(BaseModule):
         Half precision is upcast: K^T V sums over all tokens and the norms
         divide by small numbers, both of which overflow in fp16.
         """
-        dtype = q.dtype
-        compute_dtype = torch.promote_types(dtype, torch.float32)
-        device_type = q.device.type
-        autocast_on = (
-            torch.amp.is_autocast_available(device_type)
-            and torch.is_autocast_enabled(device_type))
-        no_autocast = (
-            torch.autocast(device_type, enabled=False)
-            if autocast_on else nullcontext())
-        with no_autocast:
-            q, k, v = (t.to(compute_dtype) for t in (q, k, v))
-            gamma_q, gamma_kv = ((self.gamma, self.gamma)
-                                 if self.gamma_mode == 'shared' else
-                                 (self.gamma_q, self.gamma_kv))
-            kv = torch.matmul(k.transpose(-2, -1), v)  # (B, h, d_k, d_v)
-            kv = xnorm(kv, gamma_kv.to(compute_dtype), self.kv_norm_axis,
-                       self.eps)
-            gamma_q = gamma_q.to(compute_dtype)
-            if self.compat:  # the reference's order, bit for bit
-                out = torch.matmul(xnorm(q, gamma_q, -1, self.eps), kv)
-            else:
-                # XNorm(Q) KV = diag(gamma / ||q_i||) (Q KV): scaling the
-                # rows of the (N, d_v) product saves writing a normalised
-                # copy of Q (1.1-1.4x faster forward at 200x334 on CPU,
-                # docs/benchmarks.md)
-                q_norm = torch.linalg.vector_norm(q, 2, dim=-1, keepdim=True)
-                out = torch.matmul(q, kv) * (gamma_q / q_norm.clamp_min(
-                    self.eps))
-        return out.to(dtype)
+        gamma_q, gamma_kv = ((self.gamma,
+                              self.gamma) if self.gamma_mode == 'shared' else
+                             (self.gamma_q, self.gamma_kv))
+        return run_in_float32(self._xnorm_product, q, k, v, gamma_q, gamma_kv)
+
+    def _xnorm_product(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       gamma_q: torch.Tensor,
+                       gamma_kv: torch.Tensor) -> torch.Tensor:
+        kv = torch.matmul(k.transpose(-2, -1), v)  # (B, h, d_k, d_v)
+        kv = xnorm(kv, gamma_kv, self.kv_norm_axis, self.eps)
+        if self.compat:  # the reference's order, bit for bit
+            return torch.matmul(xnorm(q, gamma_q, -1, self.eps), kv)
+        # XNorm(Q) KV = diag(gamma / ||q_i||) (Q KV): scaling the rows of the
+        # (N, d_v) product saves writing a normalised copy of Q (1.1-1.4x
+        # faster forward at 200x334 on CPU, docs/benchmarks.md)
+        q_norm = torch.linalg.vector_norm(q, 2, dim=-1, keepdim=True)
+        return torch.matmul(q, kv) * (gamma_q / q_norm.clamp_min(self.eps))
 
 
 def xnorm_attention_from_third_party(

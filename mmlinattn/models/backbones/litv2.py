@@ -11,9 +11,9 @@ classification, detection and segmentation state dicts map 1:1 (see
 :func:`convert_litv2_official`).
 """
 import math
+import re
 from collections import OrderedDict
-from typing import (Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
-                    Union)
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,20 +21,23 @@ import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
 from mmlinattn.registry import register_model
-from ..attention.hilo_attention import HiLoAttention
-from ..utils import (ConvPatchEmbed, DWConv, LinAttnBackbone, Mlp,
-                     build_drop_path, checkpoint_call, tokens_to_nchw)
+from ..utils import (ConvPatchEmbed, DWConv, LinAttnBackbone, Stage,
+                     TransformerBlock, drop_path_schedule, init_conv_fan_out,
+                     init_linear_and_norm, per_block_attn_cfgs, run_in_float32,
+                     tokens_to_nchw)
 
 Size2 = Tuple[int, int]
 
 
-def deform_conv2d_pytorch(x: torch.Tensor,
-                          offset: torch.Tensor,
-                          weight: torch.Tensor,
-                          bias: Optional[torch.Tensor] = None,
-                          stride: Size2 = (1, 1),
-                          padding: Size2 = (0, 0),
-                          dilation: Size2 = (1, 1)) -> torch.Tensor:
+def deform_conv2d_pytorch(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: Size2 = (1, 1),
+    padding: Size2 = (0, 0),
+    dilation: Size2 = (1, 1)
+) -> torch.Tensor:
     """DCNv1 (one offset group, ``groups=1``) from ``F.grid_sample`` and a
     matmul; numerically the forward of :func:`torchvision.ops.deform_conv2d`.
 
@@ -81,18 +84,6 @@ def deform_conv2d_pytorch(x: torch.Tensor,
     return out.view(B, C_out, Ho, Wo)
 
 
-def deform_conv2d_flop_jit(inputs: list, outputs: list) -> int:
-    """``mmengine.analysis`` handle for ``torchvision::deform_conv2d``:
-    multiply-accumulates of the convolution itself (as for a plain conv),
-    bilinear sampling excluded. Register with
-    ``FlopAnalyzer(...).set_op_handle('torchvision::deform_conv2d',
-    deform_conv2d_flop_jit)``."""
-    from mmengine.analysis.jit_handles import get_shape
-    weight_shape = get_shape(inputs[1])
-    out_shape = get_shape(outputs[0])
-    return math.prod(out_shape) * math.prod(weight_shape[1:])
-
-
 class DeformableConv2d(nn.Module):
     """DCNv1 with its offset-predicting conv (``DeformConv2dPack``).
 
@@ -134,16 +125,14 @@ class DeformableConv2d(nn.Module):
         # Half precision runs in fp32, as torchvision's CUDA autocast rule
         # and the official apex float_function do (there is no CPU bf16
         # kernel and no CPU autocast rule).
-        out_dtype = x.dtype
-        compute_dtype = torch.promote_types(out_dtype, torch.float32)
-        out = deform_conv2d(
-            x.to(compute_dtype),
-            offset.to(compute_dtype),
-            self.weight.to(compute_dtype),
-            self.bias.to(compute_dtype),
+        return run_in_float32(
+            deform_conv2d,
+            x,
+            offset,
+            self.weight,
+            self.bias,
             stride=self.stride,
             padding=self.padding)
-        return out.to(out_dtype)
 
 
 class DeformableTokenMerging(nn.Module):
@@ -161,74 +150,6 @@ class DeformableTokenMerging(nn.Module):
                 hw: Size2) -> Tuple[torch.Tensor, Size2]:
         x = self.act(self.norm_layer(self.dconv(tokens_to_nchw(x, hw))))
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
-
-
-class ConvFFNBlock(nn.Module):
-    """``x + DropPath(ConvFFN(norm2(x)))``: the attention-free block of
-    LITv2's first stages (the only norm is named ``norm2`` as upstream)."""
-
-    def __init__(self,
-                 embed_dims: int,
-                 mlp_ratio: float = 4.,
-                 drop_rate: float = 0.,
-                 drop_path_rate: float = 0.,
-                 with_cp: bool = False):
-        super().__init__()
-        self.norm2 = nn.LayerNorm(embed_dims)
-        self.mlp = Mlp(
-            embed_dims,
-            int(embed_dims * mlp_ratio),
-            drop=drop_rate,
-            use_dwconv=True)
-        self.drop_path = build_drop_path(drop_path_rate)
-        self.with_cp = with_cp
-
-    def forward(self, x: torch.Tensor, hw: Size2) -> torch.Tensor:
-        return checkpoint_call(self._forward, x, hw, enabled=self.with_cp)
-
-    def _forward(self, x: torch.Tensor, hw: Size2) -> torch.Tensor:
-        return x + self.drop_path(self.mlp(self.norm2(x), hw))
-
-
-class HiLoBlock(ConvFFNBlock):
-    """``x + DropPath(HiLo(norm1(x)))`` followed by the ConvFFN block."""
-
-    def __init__(self,
-                 embed_dims: int,
-                 num_heads: int,
-                 window_size: int,
-                 alpha: float,
-                 qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None,
-                 mlp_ratio: float = 4.,
-                 drop_rate: float = 0.,
-                 drop_path_rate: float = 0.,
-                 with_cp: bool = False):
-        super().__init__(embed_dims, mlp_ratio, drop_rate, drop_path_rate,
-                         with_cp)
-        self.norm1 = nn.LayerNorm(embed_dims)
-        self.attn = HiLoAttention(embed_dims, num_heads, window_size, alpha,
-                                  qkv_bias, qk_scale)
-
-    def _forward(self, x: torch.Tensor, hw: Size2) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        return super()._forward(x, hw)
-
-
-class LITv2Stage(nn.Module):
-    """``blocks`` at one resolution and the ``downsample`` (DTM) that feeds
-    the next stage; the stage output is taken before ``downsample``."""
-
-    def __init__(self, blocks: List[nn.Module],
-                 downsample: Optional[DeformableTokenMerging]):
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor, hw: Size2) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, hw)
-        return x
 
 
 @register_model()
@@ -278,22 +199,30 @@ class LITv2(LinAttnBackbone):
     """
     arch_zoo = {
         **dict.fromkeys(['s', 'small'], {
-            'embed_dims': 96,
-            'depths': [2, 2, 6, 2],
-            'num_heads': [3, 6, 12, 24]
-        }),
+                            'embed_dims': 96,
+                            'depths': [2, 2, 6, 2],
+                            'num_heads': [3, 6, 12, 24]
+                        }),
         **dict.fromkeys(['m', 'medium'], {
-            'embed_dims': 96,
-            'depths': [2, 2, 18, 2],
-            'num_heads': [3, 6, 12, 24]
-        }),
-        **dict.fromkeys(['b', 'base'], {
-            'embed_dims': 128,
-            'depths': [2, 2, 18, 2],
-            'num_heads': [4, 8, 16, 32]
-        }),
+                            'embed_dims': 96,
+                            'depths': [2, 2, 18, 2],
+                            'num_heads': [3, 6, 12, 24]
+                        }),
+        **dict.fromkeys(
+            ['b', 'base'], {
+                'embed_dims': 128,
+                'depths': [2, 2, 18, 2],
+                'num_heads': [4, 8, 16, 32]
+            }),
     }
     essential_keys = ('embed_dims', 'depths', 'num_heads')
+
+    # layout before the stage contract: layers.i held the blocks of stage i
+    # and the token merging after it
+    key_migrations = tuple(
+        (rf'^layers\.{i}\.downsample\.', f'stages.{i + 1}.downsample.')
+        for i in range(3)) + (
+            (r'^layers\.(\d)\.blocks\.', r'stages.\1.blocks.'), )
 
     def __init__(self,
                  arch: Union[str, dict] = 'small',
@@ -305,6 +234,7 @@ class LITv2(LinAttnBackbone):
                  alpha: float = 0.9,
                  local_ws: Sequence[int] = (0, 0, 2, 1),
                  has_msa: Sequence[bool] = (False, False, True, True),
+                 attn_cfg: Union[None, dict, Sequence[dict]] = None,
                  drop_rate: float = 0.,
                  drop_path_rate: float = 0.2,
                  out_indices: Union[int, Sequence[int]] = (3, ),
@@ -327,9 +257,19 @@ class LITv2(LinAttnBackbone):
             if len(value) != self.num_stages:
                 raise ValueError(f'{name} needs one entry per stage '
                                  f'({self.num_stages}), got {list(value)}')
+        self.in_channels = in_channels
         self.num_features = list(dims)
         self.patch_size = patch_size
         self.with_stage0_norm = with_stage0_norm
+        hilo = dict(type='HiLoAttention', alpha=alpha, qk_scale=qk_scale)
+        if attn_cfg is None:
+            attn_cfgs = [[hilo if msa else None] * depth
+                         for msa, depth in zip(has_msa, depths)]
+        else:  # attention in the has_msa stages, any registered type
+            attn_cfgs = [[
+                cfg if msa else None for cfg in stage
+            ] for msa, stage in zip(
+                has_msa, per_block_attn_cfgs(attn_cfg, [hilo] * 4, depths))]
 
         self.patch_embed = ConvPatchEmbed(
             in_channels,
@@ -337,85 +277,43 @@ class LITv2(LinAttnBackbone):
             kernel_size=patch_size,
             stride=patch_size,
             pad_to_stride=True)
-        dpr = torch.linspace(
-            0, drop_path_rate, sum(depths), device='cpu').tolist()
-        self.layers = nn.ModuleList()
+        rates = drop_path_schedule(drop_path_rate, depths)
+        stages = []
         for i in range(self.num_stages):
-            rates = dpr[sum(depths[:i]):sum(depths[:i + 1])]
-            if has_msa[i]:
-                blocks = [
-                    HiLoBlock(dims[i], num_heads[i], local_ws[i], alpha,
-                              qkv_bias, qk_scale, mlp_ratio, drop_rate, rate,
-                              with_cp) for rate in rates
-                ]
-            else:
-                blocks = [
-                    ConvFFNBlock(dims[i], mlp_ratio, drop_rate, rate, with_cp)
-                    for rate in rates
-                ]
-            downsample = DeformableTokenMerging(
-                dims[i], dims[i + 1]) if i < self.num_stages - 1 else None
-            self.layers.append(LITv2Stage(blocks, downsample))
+            blocks = [
+                TransformerBlock(
+                    dims[i],
+                    num_heads[i],
+                    attn_cfgs[i][j],
+                    host='LITv2',
+                    host_facts=dict(
+                        window_size=local_ws[i] or None, qkv_bias=qkv_bias),
+                    mlp_ratio=mlp_ratio,
+                    conv_ffn=True,
+                    drop_rate=drop_rate,
+                    drop_path_rate=rate,
+                    with_cp=with_cp) for j, rate in enumerate(rates[i])
+            ]
+            downsample = DeformableTokenMerging(dims[i - 1],
+                                                dims[i]) if i > 0 else None
+            stages.append(Stage(blocks, downsample))
+        self.stages = nn.ModuleList(stages)
 
         for i in self.out_indices:
             if i > 0 or with_stage0_norm:
                 self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
-        self.apply(self._init_module)
+        self.apply(init_linear_and_norm)
+        for module in self.modules():
+            if isinstance(module, DWConv):
+                init_conv_fan_out(module.dwconv)
         if self.frozen_stages >= 0:
             self._freeze_stages()
-
-    @staticmethod
-    def _init_module(m: nn.Module) -> None:
-        """Original initialisation (applied at construction)."""
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, DWConv):
-            conv = m.dwconv
-            fan_out = conv.kernel_size[0] * conv.kernel_size[1] * \
-                conv.out_channels // conv.groups
-            nn.init.normal_(conv.weight, 0, math.sqrt(2.0 / fan_out))
-            nn.init.zeros_(conv.bias)
 
     @property
     def min_input_size(self) -> int:
         """Smallest image side for which the last output stage is
-        non-empty."""
+        non-empty (each token merging halves the map)."""
         return self.patch_size * (2**self.out_indices[-1] - 1) + 1
-
-    def _stage_parts(self, stage: int) -> Iterable[nn.Module]:
-        if stage == -1:
-            return [self.patch_embed]
-        norm = getattr(self, f'norm{stage}', None)
-        return [self.layers[stage]] + ([norm] if norm is not None else [])
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4:
-            raise ValueError('LITv2 expects a (B, C, H, W) image batch, got '
-                             f'shape {tuple(x.shape)}')
-        min_size = self.min_input_size
-        if x.shape[-2] < min_size or x.shape[-1] < min_size:
-            raise ValueError(
-                f'LITv2 input {x.shape[-2]}x{x.shape[-1]} is too small: '
-                f'stage {self.out_indices[-1]} needs at least '
-                f'{min_size}x{min_size} px (each token merging halves the '
-                'map); resize or pad the image')
-        x, hw = self.patch_embed(x)
-        outs = []
-        for i, stage in enumerate(self.layers):
-            x = stage(x, hw)
-            if i in self.out_indices:
-                norm = getattr(self, f'norm{i}', None)
-                out = norm(x) if norm is not None else x
-                outs.append(tokens_to_nchw(out, hw))
-            if i == self.out_indices[-1]:
-                break
-            x, hw = stage.downsample(x, hw)
-        return tuple(outs)
 
 
 def _strip_prefix(state_dict: Mapping[str, torch.Tensor],
@@ -423,6 +321,25 @@ def _strip_prefix(state_dict: Mapping[str, torch.Tensor],
     if state_dict and all(k.startswith(prefix) for k in state_dict):
         return {k[len(prefix):]: v for k, v in state_dict.items()}
     return dict(state_dict)
+
+
+def _layers_to_stages(key: str) -> str:
+    """Official ``layers.i.blocks`` / ``layers.i.downsample`` (the merging
+    after stage i) -> ``stages.i.blocks`` / ``stages.{i+1}.downsample``."""
+    match = re.match(r'layers\.(\d)\.(blocks|downsample)\.', key)
+    if match is None:
+        return key
+    stage = int(match.group(1)) + (match.group(2) == 'downsample')
+    return f'stages.{stage}.{match.group(2)}.{key[match.end():]}'
+
+
+def _stages_to_layers(key: str) -> str:
+    """Inverse of :func:`_layers_to_stages`."""
+    match = re.match(r'stages\.(\d)\.(blocks|downsample)\.', key)
+    if match is None:
+        return key
+    layer = int(match.group(1)) - (match.group(2) == 'downsample')
+    return f'layers.{layer}.{match.group(2)}.{key[match.end():]}'
 
 
 def convert_litv2_official(
@@ -434,43 +351,53 @@ def convert_litv2_official(
       the final ``norm`` becomes ``backbone.norm3`` and ``head`` the
       mmpretrain ``LinearClsHead``'s ``head.fc`` -> an ``ImageClassifier``
       with ``LITv2(out_indices=(3,))`` loads it strictly.
-    * Detection / segmentation (``backbone.*``, ``neck.*``, heads): module
-      names already match (``backbone.norm1..3``, plus ``backbone.norm0`` in
-      segmentation checkpoints -> ``with_stage0_norm=True``), returned
-      unchanged.
+    * Detection / segmentation (``backbone.*``, ``neck.*``, heads): only
+      the backbone's ``layers`` are renamed (``backbone.norm1..3``, plus
+      ``backbone.norm0`` in segmentation checkpoints ->
+      ``with_stage0_norm=True``, already match).
 
-    A ``module.`` (DDP) prefix is stripped in both cases.
+    ``layers.i.blocks`` -> ``stages.i.blocks`` and ``layers.i.downsample``
+    (the merging after stage i) -> ``stages.{i+1}.downsample``. A
+    ``module.`` (DDP) prefix is stripped in both cases.
     """
     state_dict = _strip_prefix(state_dict, 'module.')
-    if any(k.startswith('backbone.') for k in state_dict):
-        return OrderedDict(state_dict)
     converted = OrderedDict()
+    if any(k.startswith('backbone.') for k in state_dict):
+        for key, value in state_dict.items():
+            if key.startswith('backbone.'):
+                key = 'backbone.' + _layers_to_stages(key[len('backbone.'):])
+            converted[key] = value
+        return converted
     for key, value in state_dict.items():
         if key.startswith('head.'):
             converted['head.fc.' + key[len('head.'):]] = value
         elif key.startswith('norm.'):
             converted['backbone.norm3.' + key[len('norm.'):]] = value
         else:
-            converted['backbone.' + key] = value
+            converted['backbone.' + _layers_to_stages(key)] = value
     return converted
 
 
 def to_official(
         state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Inverse of :func:`convert_litv2_official` for an mmpretrain
-    ``ImageClassifier`` state dict (dense-model state dicts are already in
-    the official layout and come back unchanged)."""
-    if any(k.startswith('neck.') or k.startswith('decode_head.')
-           for k in state_dict):
-        return OrderedDict(state_dict)
+    ``ImageClassifier`` or a detection / segmentation state dict."""
     official = OrderedDict()
+    if any(
+            k.startswith('neck.') or k.startswith('decode_head.')
+            for k in state_dict):
+        for key, value in state_dict.items():
+            if key.startswith('backbone.'):
+                key = 'backbone.' + _stages_to_layers(key[len('backbone.'):])
+            official[key] = value
+        return official
     for key, value in state_dict.items():
         if key.startswith('head.fc.'):
             official['head.' + key[len('head.fc.'):]] = value
         elif key.startswith('backbone.norm3.'):
             official['norm.' + key[len('backbone.norm3.'):]] = value
         elif key.startswith('backbone.'):
-            official[key[len('backbone.'):]] = value
+            official[_stages_to_layers(key[len('backbone.'):])] = value
         else:
             raise KeyError(f'unexpected key {key!r} in a LITv2 classifier '
                            'state dict')

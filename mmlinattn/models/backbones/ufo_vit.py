@@ -13,14 +13,16 @@ an XCiT-style adapter (El-Nouby et al., NeurIPS 2021) resamples the outputs
 of four evenly spaced blocks to strides 4/8/16/32.
 """
 import math
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from mmlinattn.registry import register_model
 from ..attention.xnorm_attention import XNormAttention
-from ..utils import (LinAttnBackbone, Mlp, build_drop_path, checkpoint_call,
+from ..utils import (LinAttnBackbone, Mlp, Stage, build_attention,
+                     build_drop_path, checkpoint_call, drop_path_schedule,
+                     init_linear_and_norm, resize_grid_table_on_load,
                      resize_pos_embed, tokens_to_nchw)
 
 OUT_STRIDES = (4, 8, 16, 32)
@@ -99,8 +101,9 @@ def _scaled(x: torch.Tensor, scale: Optional[nn.Parameter]) -> torch.Tensor:
 
 
 class UFOBlock(nn.Module):
-    """``x + UFO(LN x)``, ``x + LPI(LN x)``, ``x + FFN(LN x)`` with optional
-    LayerScale ``ls1..3`` and stochastic depth.
+    """``x + attn(LN x)``, ``x + LPI(LN x)``, ``x + FFN(LN x)`` with optional
+    LayerScale ``ls1..3`` and stochastic depth; the attention is a config
+    (XNorm attention in UFO-ViT).
 
     With ``with_cp`` the attention and FFN branches are recomputed in the
     backward pass; LPI is not, so its BatchNorm statistics are updated
@@ -116,16 +119,19 @@ class UFOBlock(nn.Module):
                  layer_scale_init_value: Optional[float] = None,
                  qkv_bias: bool = True,
                  attn_cfg: Optional[dict] = None,
+                 grid: Optional[Tuple[int, int]] = None,
                  norm_eps: float = 1e-6,
                  with_cp: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
-        self.attn = XNormAttention(
+        self.attn = build_attention(
+            {'type': 'XNormAttention', **(attn_cfg or {})},
             embed_dims,
             num_heads,
+            'UFOViT',
+            grid=grid,
             qkv_bias=qkv_bias,
-            proj_drop=drop_rate,
-            **(attn_cfg or {}))
+            proj_drop=drop_rate)
         self.ls1 = _layer_scale(embed_dims, layer_scale_init_value)
         self.norm2 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.lpi = LPI(embed_dims)
@@ -136,14 +142,15 @@ class UFOBlock(nn.Module):
         self.drop_path = build_drop_path(drop_path_rate)
         self.with_cp = with_cp
 
-    def _attn_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop_path(_scaled(self.attn(self.norm1(x)), self.ls1))
+    def _attn_branch(self, x: torch.Tensor, hw: Tuple[int,
+                                                      int]) -> torch.Tensor:
+        return self.drop_path(_scaled(self.attn(self.norm1(x), hw), self.ls1))
 
     def _ffn_branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop_path(_scaled(self.ffn(self.norm3(x)), self.ls3))
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        x = x + checkpoint_call(self._attn_branch, x, enabled=self.with_cp)
+        x = x + checkpoint_call(self._attn_branch, x, hw, enabled=self.with_cp)
         x = x + self.drop_path(_scaled(self.lpi(self.norm2(x), hw), self.ls2))
         return x + checkpoint_call(self._ffn_branch, x, enabled=self.with_cp)
 
@@ -183,7 +190,7 @@ class UFOClassBlock(nn.Module):
     def _forward(self, cls_token: torch.Tensor,
                  x: torch.Tensor) -> torch.Tensor:
         u = self.norm1(torch.cat([cls_token, x], dim=1))
-        cls_token = cls_token + _scaled(self.attn(u[:, :1], u), self.ls1)
+        cls_token = cls_token + _scaled(self.attn(u[:, :1], key=u), self.ls1)
         return cls_token + _scaled(self.ffn(self.norm2(cls_token)), self.ls2)
 
     def forward(self, cls_token: torch.Tensor,
@@ -347,6 +354,7 @@ class UFOViT(LinAttnBackbone):
                          math.ceil(img_size[1] / patch_size))
         self.pos_embed = nn.Parameter(
             torch.zeros(1, self.pos_grid[0] * self.pos_grid[1], embed_dims))
+        attn_cfg = {'type': 'XNormAttention', **(attn_cfg or {})}
         block_args = dict(
             embed_dims=embed_dims,
             num_heads=num_heads,
@@ -354,18 +362,33 @@ class UFOViT(LinAttnBackbone):
             drop_rate=drop_rate,
             layer_scale_init_value=layer_scale,
             qkv_bias=qkv_bias,
-            attn_cfg=attn_cfg,
             norm_eps=norm_eps,
             with_cp=with_cp)
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(
-            UFOBlock(drop_path_rate=dpr[i], **block_args)
-            for i in range(depth))
+        depths = [b - a for a, b in zip((-1, ) + stage_ends, stage_ends)]
+        self.stages = nn.ModuleList(
+            Stage([
+                UFOBlock(
+                    drop_path_rate=rate,
+                    attn_cfg=attn_cfg,
+                    grid=self.pos_grid,
+                    **block_args) for rate in rates
+            ]) for rates in drop_path_schedule(drop_path_rate, depths))
+        # layout before the stage contract: one flat list of blocks
+        self.key_migrations = tuple(
+            (rf'^blocks\.{sum(depths[:i]) + j}\.', f'stages.{i}.blocks.{j}.')
+            for i, depth in enumerate(depths) for j in range(depth))
 
         if out_type == 'cls_token':
+            # class attention is XNorm's cross attention whatever the blocks
+            xnorm_args = {
+                k: v
+                for k, v in attn_cfg.items() if k != 'type'
+            } if attn_cfg['type'] in ('XNormAttention',
+                                      XNormAttention) else {}
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
             self.cls_blocks = nn.ModuleList(
-                UFOClassBlock(**block_args) for _ in range(num_cls_layers))
+                UFOClassBlock(attn_cfg=xnorm_args, **block_args)
+                for _ in range(num_cls_layers))
             self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
         else:
             for i in self.out_indices:
@@ -376,7 +399,6 @@ class UFOViT(LinAttnBackbone):
                     _build_resampler(embed_dims, patch_size / OUT_STRIDES[i]))
 
         self._init_weights()
-        self._register_load_state_dict_pre_hook(self._resize_pos_embed_hook)
         if self.frozen_stages >= 0:
             self._freeze_stages()
 
@@ -392,55 +414,32 @@ class UFOViT(LinAttnBackbone):
             for m in attn.modules()
         }
         for module in self.modules():
-            if id(module) in attention_parts:
-                continue
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+            if id(module) not in attention_parts:
+                init_linear_and_norm(module)
 
-    def _resize_pos_embed_hook(self, state_dict: Dict[str, torch.Tensor],
-                               prefix: str, *args, **kwargs) -> None:
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Bicubically resize a square checkpoint position embedding (e.g.
         trained at 224) to this model's grid."""
-        key = prefix + 'pos_embed'
-        if key not in state_dict or state_dict[key].shape == \
-                self.pos_embed.shape:
-            return
-        num_tokens = state_dict[key].shape[1]
-        side = math.isqrt(num_tokens)
-        if side * side != num_tokens:
-            raise ValueError(
-                f'{key}: cannot infer the grid of {num_tokens} checkpoint '
-                f'position tokens (not square); resize it to '
-                f'{self.pos_grid} before loading')
-        state_dict[key] = resize_pos_embed(
-            state_dict[key], (side, side), self.pos_grid, mode='bicubic')
+        resize_grid_table_on_load(state_dict, prefix + 'pos_embed',
+                                  self.pos_embed, self.pos_grid, 'bicubic')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------- stages
-    def _stage_parts(self,
-                     stage: int) -> Iterable[Union[nn.Module, nn.Parameter]]:
-        if stage == -1:
-            return [self.patch_embed, self.pos_embed]
-        first = self.stage_ends[stage - 1] + 1 if stage else 0
-        parts: List[Union[nn.Module, nn.Parameter]] = list(
-            self.blocks[first:self.stage_ends[stage] + 1])
-        for name in (f'norm{stage}', f'adapter{stage}'):
-            if hasattr(self, name):
-                parts.append(getattr(self, name))
-        if self.out_type == 'cls_token' and stage == self.num_stages - 1:
-            parts += [self.cls_token, self.cls_blocks, self.norm]
-        return parts
+    def stem_parts(self) -> List[Union[nn.Module, nn.Parameter]]:
+        return [self.patch_embed, self.pos_embed]
+
+    def head_parts(self) -> List[Union[nn.Module, nn.Parameter]]:
+        if self.out_type == 'cls_token':
+            return [self.cls_token, self.cls_blocks, self.norm]
+        return []
 
     def get_layer_depth(self,
                         param_name: str,
                         prefix: str = '') -> Tuple[int, int]:
         """Layer id of a parameter for layer-wise learning-rate decay
         (mmpretrain ``LearningRateDecayOptimWrapperConstructor``): stem 0,
-        block ``i`` -> ``i + 1``, everything after the blocks ``depth + 1``.
+        block ``i`` (counted through the stages) -> ``i + 1``, everything
+        after the blocks ``depth + 1``.
         """
         num_layers = self.depth + 2
         if not param_name.startswith(prefix):
@@ -448,33 +447,26 @@ class UFOViT(LinAttnBackbone):
         name = param_name[len(prefix):]
         if name.startswith(('patch_embed', 'pos_embed')):
             return 0, num_layers
-        if name.startswith('blocks.'):
-            return int(name.split('.')[1]) + 1, num_layers
+        if name.startswith('stages.'):
+            stage, _, block = name.split('.')[1:4]
+            first = self.stage_ends[int(stage) - 1] + 1 if int(stage) else 0
+            return first + int(block) + 1, num_layers
         return num_layers - 1, num_layers
 
     # ------------------------------------------------------------- forward
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'UFOViT expects (B, {self.in_channels}, H, W) images, got '
-                f'shape {tuple(x.shape)}; set in_channels to match')
+    def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         x, hw = self.patch_embed(x)
-        x = x + resize_pos_embed(
-            self.pos_embed, self.pos_grid, hw, mode='bicubic')
-        last_block = self.stage_ends[max(self.out_indices)]
-        outs = []
-        for i, block in enumerate(self.blocks[:last_block + 1]):
-            x = block(x, hw)
-            if self.out_type == 'featmap' and i in self.stage_ends:
-                stage = self.stage_ends.index(i)
-                if stage in self.out_indices:
-                    feat = getattr(self, f'norm{stage}')(x)
-                    outs.append(
-                        getattr(self,
-                                f'adapter{stage}')(tokens_to_nchw(feat, hw)))
-        if self.out_type == 'cls_token':
-            cls_token = self.cls_token.expand(x.shape[0], -1, -1)
-            for block in self.cls_blocks:
-                cls_token = block(cls_token, x)
-            outs.append(self.norm(cls_token)[:, 0])
-        return tuple(outs)
+        return x + resize_pos_embed(
+            self.pos_embed, self.pos_grid, hw, mode='bicubic'), hw
+
+    def stage_output(self, index: int, x: torch.Tensor,
+                     hw: Tuple[int, int]) -> torch.Tensor:
+        """``featmap``: ``adapter{i}(norm{i}(x))`` at the output stride;
+        ``cls_token``: the class-attention head's normed class token."""
+        if self.out_type == 'featmap':
+            return getattr(self, f'adapter{index}')(
+                super().stage_output(index, x, hw))
+        cls_token = self.cls_token.expand(x.shape[0], -1, -1)
+        for block in self.cls_blocks:
+            cls_token = block(cls_token, x)
+        return self.norm(cls_token)[:, 0]
