@@ -14,3 +14,5 @@ from .flatten_swin import FLattenSwin  # noqa: E402
 __all__ += ['FLattenSwin']
 from .flatten_cswin import FLattenCSWin  # noqa: E402
 __all__ += ['FLattenCSWin']
+from .plain_vit import PlainViT  # noqa: E402
+__all__ += ['PlainViT']

@@ -177,6 +177,8 @@ class LITv2(LinAttnBackbone):
             stage), ``depths`` and ``num_heads``.
         in_channels: image channels.
         patch_size: patch-embedding stride.
+        pretrain_img_size: fixes the stage ``grid`` told to a swapped-in
+            attention with learnt position tables (HiLo has none).
         mlp_ratio: ConvFFN hidden ratio.
         qkv_bias: bias in the HiLo q/k/v projections.
         qk_scale: overrides ``head_dim ** -0.5``.
@@ -185,6 +187,10 @@ class LITv2(LinAttnBackbone):
             false). ``(0, 0, 4, 1)`` gives the ``ws4`` detection variants;
             the ImageNet weights (trained with 2) load unchanged.
         has_msa: which stages use HiLo blocks.
+        attn_cfg: any registered attention instead of HiLo in the
+            ``has_msa`` stages: one config for all or one per stage. Host
+            facts: the stage ``grid``, ``window_size`` (``local_ws``),
+            ``qkv_bias``.
         drop_rate: dropout inside the ConvFFN.
         drop_path_rate: stochastic depth, linear over all blocks.
         out_indices: stages to output.
@@ -228,6 +234,7 @@ class LITv2(LinAttnBackbone):
                  arch: Union[str, dict] = 'small',
                  in_channels: int = 3,
                  patch_size: int = 4,
+                 pretrain_img_size: int = 224,
                  mlp_ratio: float = 4.,
                  qkv_bias: bool = True,
                  qk_scale: Optional[float] = None,
@@ -287,7 +294,9 @@ class LITv2(LinAttnBackbone):
                     attn_cfgs[i][j],
                     host='LITv2',
                     host_facts=dict(
-                        window_size=local_ws[i] or None, qkv_bias=qkv_bias),
+                        grid=(pretrain_img_size // patch_size // 2**i, ) * 2,
+                        window_size=local_ws[i] or None,
+                        qkv_bias=qkv_bias),
                     mlp_ratio=mlp_ratio,
                     conv_ffn=True,
                     drop_rate=drop_rate,
