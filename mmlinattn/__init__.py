@@ -3,8 +3,9 @@
 OpenMMLab (SOFT, SOFT-Norm, FLatten, LITv2, UFO-ViT).
 
 Importing the package registers every backbone and attention layer in
-``mmlinattn.registry.MODELS`` and in mmengine's root ``MODELS`` and allows
-mmengine training checkpoints to load under ``torch.load(weights_only=True)``.
+``mmlinattn.registry.MODELS`` and in mmengine's root ``MODELS``, allows
+mmengine training checkpoints to load under ``torch.load(weights_only=True)``
+and gives mmengine's complexity analysis the FLOP handles of our ops.
 It never imports mmdet, mmseg or mmpretrain.
 """
 import mmengine
@@ -23,8 +24,10 @@ if not (digit_version(MMENGINE_MINIMUM_VERSION) <= _mmengine_version <
         '(the tested pin is mmengine==0.10.7).')
 
 from .utils.checkpoint import allow_mmengine_checkpoints  # noqa: E402
+from .utils.flops import register_flop_handles  # noqa: E402
 
 allow_mmengine_checkpoints()
+register_flop_handles()
 
 from . import engine, models  # noqa: E402,F401  (registers all modules)
 from .models import *  # noqa: E402,F401,F403

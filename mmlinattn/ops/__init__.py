@@ -1,6 +1,5 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """Compiled ops (``mmlinattn._ext``) with pure-PyTorch references."""
-from .complexity import register_complexity_handles
 from .ext_loader import ext_available, ext_has_cuda
 from .gaussian_kernel import (gaussian_kernel, gaussian_kernel_matmul,
                               gaussian_kernel_matmul_reference,
@@ -9,12 +8,9 @@ from .gaussian_kernel import (gaussian_kernel, gaussian_kernel_matmul,
                               gaussian_kernel_t_matmul_reference, ops_backend,
                               reference_ops, sqdist, sqdist_reference)
 
-register_complexity_handles()
-
 __all__ = [
     'ext_available', 'ext_has_cuda', 'sqdist', 'sqdist_reference',
     'gaussian_kernel', 'gaussian_kernel_reference', 'gaussian_kernel_matmul',
     'gaussian_kernel_matmul_reference', 'gaussian_kernel_t_matmul',
-    'gaussian_kernel_t_matmul_reference', 'reference_ops', 'ops_backend',
-    'register_complexity_handles'
+    'gaussian_kernel_t_matmul_reference', 'reference_ops', 'ops_backend'
 ]

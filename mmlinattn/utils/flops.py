@@ -1,8 +1,12 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
-"""FLOP and activation handles for mmengine's complexity analysis beyond
-the Gaussian-kernel ops of :mod:`mmlinattn.ops`.
+"""FLOP and activation handles for mmengine's complexity analysis, all in
+one table, registered once when :mod:`mmlinattn` is imported.
 
-mmengine 0.10.7 has no handle for ``aten::scaled_dot_product_attention``
+An ``autograd.Function`` traces as ``prim::PythonOp.<ClassName>``, which
+mmengine's ``FlopAnalyzer`` reports as unsupported: the Gaussian-kernel ops
+of :mod:`mmlinattn.ops` (a distance costs d, a product term e, the exp is
+not counted, as softmax) and SOFT's Newton-Schulz inverse. mmengine 0.10.7
+also has no handle for ``aten::scaled_dot_product_attention``
 (used by every softmax attention here: HiLo, Swin windows, PVT spatial
 reduction), for ``aten::baddbmm`` (SOFT-Norm's Newton-Schulz steps), for
 ``torchvision::deform_conv2d`` (LITv2's deformable token
@@ -10,9 +14,8 @@ merging) or for the traced ``autograd.Function`` of SOFT's Newton-Schulz
 inverse, so ``get_model_complexity_info`` silently drops their cost. The
 handles are added to
 ``mmengine.analysis.complexity_analysis._DEFAULT_SUPPORTED_{FLOP,ACT}_OPS``
-(read by every new ``FlopAnalyzer`` / ``ActivationAnalyzer``) by
-:func:`register_flop_handles`, the same mechanism as
-:func:`mmlinattn.ops.register_complexity_handles`.
+(read by every new ``FlopAnalyzer`` / ``ActivationAnalyzer``, so also by
+``get_model_complexity_info``) by :func:`register_flop_handles`.
 
 Convention (mmengine's and fvcore's): one multiply-add is one FLOP;
 softmax, exp, masks, biases and other elementwise work are not counted.
@@ -20,11 +23,25 @@ softmax, exp, masks, biases and other elementwise work are not counted.
 from math import prod
 from typing import Any, List
 
-_NEWTON_OP = 'prim::PythonOp._RegularizedNewtonInverse'
+_PYTHON_OP = 'prim::PythonOp.'
+_NEWTON_OP = _PYTHON_OP + '_RegularizedNewtonInverse'
 
 
 def _shape(value: Any) -> List[int]:
     return list(value.type().sizes())
+
+
+def sqdist_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """(B, h, N, d) x (B, h, M, d) -> B h N M d multiply-adds."""
+    q_shape, k_shape = _shape(inputs[0]), _shape(inputs[1])
+    return prod(q_shape) * k_shape[-2]
+
+
+def gaussian_kernel_matmul_flop_jit(inputs: List[Any],
+                                    outputs: List[Any]) -> int:
+    """p (B, h, R, d), o (B, h, C, d), x (B, h, C, e) -> B h R C (d + e)."""
+    p_shape, o_shape, x_shape = (_shape(v) for v in inputs[:3])
+    return prod(p_shape[:-1]) * o_shape[-2] * (p_shape[-1] + x_shape[-1])
 
 
 def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -71,6 +88,10 @@ def output_activation_jit(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 FLOP_HANDLES = {
+    _PYTHON_OP + 'SqDistFunction': sqdist_flop_jit,
+    _PYTHON_OP + '_ExactSqDistReference': sqdist_flop_jit,
+    _PYTHON_OP + 'GaussianKernelMatmulFunction':
+    gaussian_kernel_matmul_flop_jit,
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
     'aten::baddbmm': baddbmm_flop_jit,
     'torchvision::deform_conv2d': deform_conv2d_flop_jit,
@@ -80,8 +101,7 @@ FLOP_HANDLES = {
 
 def register_flop_handles() -> bool:
     """Add :data:`FLOP_HANDLES` (and output-size activation handles) to
-    mmengine's default tables, next to the handles of
-    :mod:`mmlinattn.ops`. Idempotent.
+    mmengine's default tables. Idempotent.
 
     Returns:
         bool: False if ``mmengine.analysis`` cannot be imported.
@@ -90,8 +110,6 @@ def register_flop_handles() -> bool:
         from mmengine.analysis import complexity_analysis
     except ImportError:
         return False
-    from mmlinattn.ops import register_complexity_handles
-    register_complexity_handles()
     complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS.update(FLOP_HANDLES)
     complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS.update(
         {name: output_activation_jit
