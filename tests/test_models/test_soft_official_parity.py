@@ -234,6 +234,32 @@ def test_logits_equal_official_restatement(sym_norm, newton):
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('newton', ['a', 'b'])
+@pytest.mark.parametrize('sym_norm', [False, True])
+def test_tiny_float64_equals_official_restatement(sym_norm, newton):
+    """A ``.double()`` SOFT(-Norm)-Tiny computes its attention core in
+    float64 too: its logits equal the float64 official path to 1e-12."""
+    official = {
+        k: v.double() if v.is_floating_point() else v
+        for k, v in random_official_state_dict('tiny', sym_norm).items()
+    }
+    x = torch.randn(1, 3, 96, 112, dtype=torch.float64)
+    ref = official_soft_logits(
+        official, x, [2, 4, 10, 16], norm=sym_norm, newton=newton)
+    converted = convert_soft_official(official)
+    model = SOFT('tiny', out_type='cls_token', sym_norm=sym_norm,
+                 newton_variant=newton, kernel_impl='reference')
+    model = model.double().eval()
+    model.load_state_dict(
+        {k[9:]: v for k, v in converted.items() if k.startswith('backbone.')},
+        strict=True)
+    with torch.no_grad():
+        ours = F.linear(model(x)[0], converted['head.fc.weight'],
+                        converted['head.fc.bias'])
+    assert ours.dtype == ref.dtype == torch.float64
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+
+
 def test_tiny_224_equals_official_restatement_stagewise():
     """Full SOFT-Tiny-Norm at 224 (7x7 landmarks, official shapes)."""
     official = random_official_state_dict('tiny', True, num_classes=1000)
@@ -374,6 +400,7 @@ def test_converter_cli(tmp_path, subprocess_env, repo_root):
     det = torch.load(dst_det, weights_only=True)['state_dict']
     assert all(k.startswith('backbone.') for k in det)
     dense = SOFT(SMALL_ARCH, out_indices=(0, 1, 2, 3), with_cls_token=False,
+                 sym_norm=True,
                  init_cfg=dict(type='Pretrained', checkpoint=str(dst_det),
                                prefix='backbone.'))
     dense.init_weights()

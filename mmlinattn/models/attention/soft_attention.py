@@ -22,7 +22,6 @@ from torch.autograd.function import once_differentiable
 from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
                            gaussian_kernel_t_matmul, ops_backend)
 from mmlinattn.registry import register_model
-from mmlinattn.utils.flops import register_flop_handles
 
 NEWTON_VARIANTS = ('a', 'b', 'b_per_matrix')
 KERNEL_METHODS = ('expand', 'exact')
@@ -82,7 +81,6 @@ class _RegularizedNewtonInverse(torch.autograd.Function):
 
 # mmengine's complexity analysis sees the Function above as an unsupported
 # ``prim::PythonOp``; mmlinattn.utils.flops holds its FLOP handle.
-register_flop_handles()
 
 
 def _newton_backoff(mat: torch.Tensor, num_iter: int,
@@ -197,6 +195,8 @@ class SoftmaxFreeAttention(nn.Module):
         embed_dims: channels C.
         num_heads: heads h (head dim C / h, 32 in every SOFT model).
         sr_ratio: landmark conv kernel and stride r; ``m = (H//r)(W//r)``.
+            ``None``: from the host's pretraining ``grid``, the stride that
+            leaves about 7 x 7 landmarks (SOFT's choice in every stage).
         conv_size: kernel of the local depthwise conv on V (9/5/3 in
             stages 1-3 of SOFT); 0 disables it.
         sym_norm: SOFT-Norm symmetric normalisation of ``A^+``.
@@ -219,15 +219,16 @@ class SoftmaxFreeAttention(nn.Module):
             this many landmarks (aspect ratio kept). Parameter-free, so
             checkpoints are unaffected; ``None`` keeps the official rule.
         qkv_bias: bias of the Q and V projections.
+        grid: the host stage's pretraining token grid (a host fact).
 
-    The kernels, the Newton-Schulz inverse and the products run in fp32, also
-    under autocast.
+    The kernels, the Newton-Schulz inverse and the products run in at least
+    fp32 (fp64 for fp64 inputs), also under autocast.
     """
 
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
-                 sr_ratio: int,
+                 sr_ratio: Optional[int] = None,
                  conv_size: int = 3,
                  sym_norm: bool = False,
                  newton_variant: Optional[str] = None,
@@ -235,7 +236,8 @@ class SoftmaxFreeAttention(nn.Module):
                  kernel_method: str = 'expand',
                  kernel_impl: str = 'auto',
                  max_landmarks: Optional[int] = None,
-                 qkv_bias: bool = True):
+                 qkv_bias: bool = True,
+                 grid: Optional[Tuple[int, int]] = None):
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims {embed_dims} is not divisible by '
@@ -251,6 +253,13 @@ class SoftmaxFreeAttention(nn.Module):
             if value not in valid:
                 raise ValueError(f'{name} must be one of {valid}, got '
                                  f'{value!r}')
+        if sr_ratio is None:
+            if grid is None:
+                raise ValueError(
+                    'SoftmaxFreeAttention needs sr_ratio (its landmark '
+                    'stride) or the pretraining token grid from its host; '
+                    'set sr_ratio in attn_cfg')
+            sr_ratio = max(1, min(grid) // 7)
         if sr_ratio < 1:
             raise ValueError(f'sr_ratio must be >= 1, got {sr_ratio}')
         if max_landmarks is not None and max_landmarks < 1:
@@ -338,11 +347,12 @@ class SoftmaxFreeAttention(nn.Module):
         value = self.v(x).reshape(B, N, h, d).transpose(1, 2)
         query = query / math.sqrt(math.sqrt(d))
         landmarks = self._landmarks(query, hw)
+        compute = torch.promote_types(value.dtype, torch.float32)
         with _without_autocast(x.device.type):
             out = softmax_free_attention(
-                query.float(),
-                landmarks.float(),
-                value.float(),
+                query.to(compute),
+                landmarks.to(compute),
+                value.to(compute),
                 sym_norm=self.sym_norm,
                 newton_variant=self.newton_variant,
                 newton_iter=self.newton_iter,
