@@ -114,16 +114,22 @@ def test_alpha_sweep_checkpoints(alpha, lofi_heads):
 
 @pytest.mark.parametrize('with_stage0_norm', [False, True])
 def test_dense_checkpoints_kept_whole(with_stage0_norm):
-    """Detection (norm1..3) and segmentation (norm0..3) checkpoints: module
-    names already match; the whole model is kept for load_from."""
+    """Detection (norm1..3) and segmentation (norm0..3) checkpoints in the
+    official names (``backbone.layers.*``): the whole model is kept for
+    load_from."""
     tool = load_tool()
     with torch.device('meta'):
-        backbone = LITv2(
-            'b', out_indices=(0, 1, 2, 3), with_stage0_norm=with_stage0_norm)
-    state = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
+        classifier = to_official(Classifier(arch='b').state_dict())
+    state = {
+        f'backbone.{k}': v
+        for k, v in classifier.items() if not k.startswith(('head.', 'norm.'))
+    }
+    for i in range(0 if with_stage0_norm else 1, 4):
+        for name in ('weight', 'bias'):
+            state[f'backbone.norm{i}.{name}'] = torch.empty(128 * 2**i)
     state['neck.lateral_convs.0.conv.weight'] = torch.empty(256, 128, 1, 1)
     state_dict, meta = tool.convert({'state_dict': state, 'meta': {}})
-    assert state_dict.keys() == state.keys()
+    assert state_dict.keys() == convert_litv2_official(state).keys()
     assert meta['arch'] == 'base'
     assert meta['with_stage0_norm'] is with_stage0_norm
     assert meta['layout'] == 'full model (load_from)'
@@ -144,4 +150,4 @@ def test_mismatch_is_reported():
         err.value)
     assert 'unexpected layers.1.extra' in str(err.value)
     with pytest.raises(KeyError, match='no weights found'):
-        tool.select_weights({'optimizer': {}})
+        tool.convert({'optimizer': {}})

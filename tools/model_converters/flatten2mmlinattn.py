@@ -2,9 +2,12 @@
 """Convert official FLatten Transformer checkpoints to mmlinattn.
 
 Official weights: https://github.com/LeapLabTHU/FLatten-Transformer (PVT,
-PVTv2, Swin, CSwin classifiers). The family is recognised from the keys, the
-architecture from the converted tensor shapes, and the result is loaded
-strictly into that mmlinattn backbone before it is written.
+PVTv2, Swin, CSwin classifiers). The file is read without running anything
+it pickles (the official ``main.py`` stores a yacs ``CfgNode``; see
+:func:`mmlinattn.utils.converter.load_checkpoint`). The family is recognised
+from the keys, the architecture from the converted tensor shapes, and the
+result is loaded strictly into that mmlinattn backbone before it is
+written.
 
 Examples::
 
@@ -20,14 +23,13 @@ The output is ``{'state_dict': ..., 'meta': {...}}`` with plain tensors and
 primitive metadata, so it loads with ``torch.load(weights_only=True)``.
 """
 import argparse
-import hashlib
 import importlib
-import os
-import os.path as osp
-import sys
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import torch
+from mmlinattn.utils.converter import (build_on_meta, count_parameters,
+                                       describe_file, load_checkpoint,
+                                       save_converted, select_weights,
+                                       source_info, strict_differences)
 
 # family: (module, converter function, backbone class, a key only the
 # official checkpoints of that family contain)
@@ -44,37 +46,21 @@ FAMILIES: Dict[str, Tuple[str, str, str, str]] = {
               'stage1_conv_embed.0.weight'),
 }
 
-WEIGHT_KEYS = {'model': ('model', ), 'ema': ('state_dict_ema', 'model_ema')}
+# --weights: the checkpoint keys it reads, in order ('auto': the model
+# weights when present, else the EMA copy of main_ema.py, else any state
+# dict)
+WEIGHT_KEYS = {
+    'auto': ('model', 'state_dict_ema', 'model_ema', 'state_dict'),
+    'model': ('model', ),
+    'ema': ('state_dict_ema', 'model_ema'),
+}
 
 
-def select_weights(checkpoint: Mapping,
-                   weights: str = 'auto') -> Tuple[Dict, str]:
-    """The state dict inside an official checkpoint file and its origin
-    (``'model'``, ``'ema'`` or ``'raw'``)."""
-    if weights == 'auto':
-        for origin in ('model', 'ema'):
-            for key in WEIGHT_KEYS[origin]:
-                if key in checkpoint:
-                    return dict(checkpoint[key]), origin
-        if 'state_dict' in checkpoint:
-            return dict(checkpoint['state_dict']), 'raw'
-        if all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            return dict(checkpoint), 'raw'
-        raise KeyError('no weights found: expected one of the keys '
-                       "'model', 'state_dict_ema', 'state_dict' or a plain "
-                       f'state dict; got keys {sorted(checkpoint)[:10]}')
-    for key in WEIGHT_KEYS[weights]:
-        if key in checkpoint:
-            return dict(checkpoint[key]), weights
-    raise KeyError(f'--weights {weights}: none of {WEIGHT_KEYS[weights]} in '
-                   f'the checkpoint (keys: {sorted(checkpoint)[:10]})')
-
-
-def strip_module(state_dict: Mapping) -> Dict:
-    return {
-        (k[len('module.'):] if k.startswith('module.') else k): v
-        for k, v in state_dict.items()
-    }
+def origin(source: str) -> str:
+    """``'model'``, ``'ema'`` or ``'raw'`` for the key weights came from."""
+    if source == 'model':
+        return 'model'
+    return 'ema' if source in WEIGHT_KEYS['ema'] else 'raw'
 
 
 def detect_family(state_dict: Mapping) -> str:
@@ -95,40 +81,28 @@ def load_family(family: str) -> Tuple[Callable, type]:
     return getattr(module, converter), getattr(module, backbone)
 
 
-def _shapes(state_dict: Mapping) -> Dict[str, Tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in state_dict.items()}
-
-
 def match_arch(backbone_cls: type,
                backbone_state: Mapping,
                arch: Optional[str] = None) -> Tuple[str, List[str]]:
     """The arch of ``backbone_cls.arch_zoo`` whose parameter names and shapes
     equal ``backbone_state`` (built on the meta device, so cheap), and the
     differences for the closest one when none is exact."""
-    wanted = _shapes(backbone_state)
     if arch is None:  # every arch once, the longest alias naming it
-        names = {}
+        names: Dict[str, str] = {}
         for name in sorted(backbone_cls.arch_zoo, key=lambda n: -len(n)):
             names.setdefault(repr(backbone_cls.arch_zoo[name]), name)
-        names = sorted(names.values())
+        candidates = sorted(names.values())
     else:
-        names = [arch]
-    best: Tuple[int, str, List[str]] = (sys.maxsize, '', [])
-    for name in names:
-        with torch.device('meta'):
-            model = backbone_cls(arch=name)
-        have = _shapes(model.state_dict())
-        problems = [f'missing {k}' for k in sorted(have.keys() - wanted)]
-        problems += [f'unexpected {k}' for k in sorted(wanted.keys() - have)]
-        problems += [
-            f'shape {k}: checkpoint {wanted[k]} vs model {have[k]}'
-            for k in sorted(have.keys() & wanted) if have[k] != wanted[k]
-        ]
+        candidates = [arch]
+    best: Optional[Tuple[str, List[str]]] = None
+    for name in candidates:
+        problems = strict_differences(
+            build_on_meta(backbone_cls, arch=name), backbone_state)
         if not problems:
             return name, []
-        if len(problems) < best[0]:
-            best = (len(problems), name, problems)
-    return best[1], best[2]
+        if best is None or len(problems) < len(best[1]):
+            best = (name, problems)
+    return best
 
 
 def convert(checkpoint: Mapping,
@@ -139,8 +113,11 @@ def convert(checkpoint: Mapping,
     """Official checkpoint -> (mmlinattn state dict, meta). Raises
     ``RuntimeError`` listing the differences if the weights do not load
     strictly into any arch of the family."""
-    state_dict, origin = select_weights(checkpoint, weights)
-    state_dict = strip_module(state_dict)
+    state_dict, source = select_weights(
+        checkpoint,
+        WEIGHT_KEYS[weights],
+        plain=weights == 'auto',
+        context='' if weights == 'auto' else f'--weights {weights}: ')
     if family == 'auto':
         family = detect_family(state_dict)
     converter, backbone_cls = load_family(family)
@@ -155,8 +132,7 @@ def convert(checkpoint: Mapping,
             f'the converted weights do not load strictly into '
             f'{backbone_cls.__name__}; closest arch {arch!r} differs in '
             f'{len(problems)} tensors:\n  ' + '\n  '.join(problems[:30]))
-    model = backbone_cls(arch=arch)
-    model.load_state_dict(backbone_state, strict=True)
+    model = build_on_meta(backbone_cls, arch=arch)
     if to in ('det', 'seg'):
         converted = {f'backbone.{k}': v for k, v in backbone_state.items()}
     meta = dict(
@@ -165,9 +141,13 @@ def convert(checkpoint: Mapping,
         family=family,
         backbone=backbone_cls.__name__,
         arch=arch,
-        weights=origin,
+        weights=origin(source),
+        source_key=source,
+        params=count_parameters(model, converted),
         layout='mmpretrain ImageClassifier'
-        if to == 'cls' else 'backbone (prefix backbone.)')
+        if to == 'cls' else 'backbone (prefix backbone.)',
+        mmlinattn=dict(
+            family='FLatten', backbone=backbone_cls.__name__, arch=arch))
     return converted, meta
 
 
@@ -184,9 +164,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--weights',
         default='auto',
-        choices=['auto', 'model', 'ema'],
+        choices=sorted(WEIGHT_KEYS),
         help="which weights of the file: 'model', the EMA copy "
-        "('state_dict_ema'), or 'auto' (model if present, else EMA)")
+        "('state_dict_ema' / 'model_ema'), or 'auto' (model if present, "
+        'else EMA)')
     parser.add_argument(
         '--to',
         default='cls',
@@ -201,18 +182,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
+    checkpoint = load_checkpoint(args.src)
     state_dict, meta = convert(checkpoint, args.family, args.weights, args.to,
                                args.arch)
-    with open(args.src, 'rb') as f:
-        meta['source_sha256'] = hashlib.sha256(f.read()).hexdigest()
-    meta['source_file'] = osp.basename(args.src)
-    dst_dir = osp.dirname(osp.abspath(args.dst))
-    os.makedirs(dst_dir, exist_ok=True)
-    torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
-    print(f"{meta['backbone']}(arch={meta['arch']!r}) from the "
-          f"{meta['weights']} weights of {args.src}: {len(state_dict)} "
-          f'tensors loaded strictly -> {args.dst} ({args.to})')
+    meta.update(source_info(args.src))
+    print(describe_file(args.src, checkpoint))
+    save_converted(args.dst, state_dict, meta)
+    print(f"FLatten {meta['backbone']}(arch={meta['arch']!r}) from the "
+          f"{meta['weights']} weights ({meta['source_key']!r}): "
+          f"{len(state_dict)} tensors, {meta['params'] / 1e6:.2f}M "
+          f'parameters, loaded strictly -> {args.dst} ({args.to})')
 
 
 if __name__ == '__main__':

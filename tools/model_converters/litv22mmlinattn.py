@@ -13,7 +13,10 @@ mmlinattn.
   module names equal the official ones, so the whole model state dict is
   kept (use it as ``load_from``); the backbone part is checked.
 
-The architecture (and the HiLo head split ``alpha``, and whether a
+The file is read without running anything it pickles (the official
+``main.py`` stores a yacs ``CfgNode``, mmdet/mmseg files their ``meta``;
+see :func:`mmlinattn.utils.converter.load_checkpoint`). The architecture
+(and the HiLo head split ``alpha``, and whether a
 ``norm0`` exists) is recognised from the tensor shapes; the backbone weights
 are loaded strictly into ``LITv2`` on the meta device before anything is
 written. ``local_ws`` leaves no trace in the weights: use the ``*_ws4``
@@ -32,35 +35,40 @@ The output is ``{'state_dict': ..., 'meta': {...}}`` with plain tensors and
 primitive metadata, so it loads with ``torch.load(weights_only=True)``.
 """
 import argparse
-import hashlib
-import os
-import os.path as osp
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from mmlinattn.models.backbones.litv2 import LITv2, convert_litv2_official
+from mmlinattn.utils.converter import (check_strict, count_parameters,
+                                       describe_file, load_checkpoint,
+                                       save_converted, select_weights,
+                                       source_info, weights_kind)
 
 # Alphas of the released models, tried first so the reported value is the
 # one of the official config (int() truncation makes several equivalent).
 OFFICIAL_ALPHAS = (0.9, 0.5, 0.0, 0.2, 0.4, 0.7, 1.0)
+# classification: 'model'; mmdet / mmseg: 'state_dict'
+WEIGHT_KEYS = ('model', 'state_dict')
 
 
-def select_weights(checkpoint: Mapping) -> Dict[str, torch.Tensor]:
-    """The state dict inside an official checkpoint file (classification:
-    ``'model'``; mmdet/mmseg: ``'state_dict'``; or a bare state dict)."""
-    for key in ('model', 'state_dict'):
-        if key in checkpoint:
-            return dict(checkpoint[key])
-    if checkpoint and all(
-            isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return dict(checkpoint)
-    raise KeyError("no weights found: expected 'model', 'state_dict' or a "
-                   f'plain state dict; got keys {sorted(checkpoint)[:10]}')
+def official_backbone(
+        weights: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The backbone tensors of an official state dict under their official
+    names (``layers.*``; ``backbone.`` dropped from dense files, the
+    classifier's final ``norm`` as ``norm3``)."""
+    if any(k.startswith('backbone.') for k in weights):
+        return {
+            k[len('backbone.'):]: v
+            for k, v in weights.items() if k.startswith('backbone.')
+        }
+    return {('norm3.' + k[len('norm.'):] if k.startswith('norm.') else k): v
+            for k, v in weights.items() if not k.startswith('head.')}
 
 
 def infer_backbone_args(backbone: Mapping[str, torch.Tensor]) -> Dict:
-    """LITv2 constructor arguments whose parameters have these shapes."""
+    """LITv2 constructor arguments whose parameters have these shapes
+    (``backbone`` in the official names, see :func:`official_backbone`)."""
     dims = [
         backbone[f'layers.{i}.blocks.0.mlp.fc1.weight'].shape[1]
         for i in range(4)
@@ -90,40 +98,20 @@ def infer_backbone_args(backbone: Mapping[str, torch.Tensor]) -> Dict:
         with_stage0_norm='norm0.weight' in backbone)
 
 
-def check_strict(backbone: Mapping[str, torch.Tensor], kwargs: Dict) -> None:
-    """Raise with the differences unless ``backbone`` loads strictly into
-    ``LITv2(**kwargs)`` (built on the meta device)."""
-    with torch.device('meta'):
-        model = LITv2(**kwargs)
-    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    wanted = {k: tuple(v.shape) for k, v in backbone.items()}
-    problems: List[str] = [
-        f'missing {k}' for k in sorted(have.keys() - wanted)
-    ]
-    problems += [f'unexpected {k}' for k in sorted(wanted.keys() - have)]
-    problems += [
-        f'shape {k}: checkpoint {wanted[k]} vs model {have[k]}'
-        for k in sorted(have.keys() & wanted) if have[k] != wanted[k]
-    ]
-    if problems:
-        raise RuntimeError(
-            f'the converted weights do not load strictly into LITv2('
-            f'{kwargs}); {len(problems)} differences:\n  ' +
-            '\n  '.join(problems[:30]))
-
-
 def convert(checkpoint: Mapping,
             to: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], Dict]:
     """Official checkpoint -> (mmlinattn state dict, primitive meta)."""
-    converted = convert_litv2_official(select_weights(checkpoint))
+    weights, source = select_weights(checkpoint, WEIGHT_KEYS)
+    converted = convert_litv2_official(weights)
     backbone = {
         k[len('backbone.'):]: v
         for k, v in converted.items() if k.startswith('backbone.')
     }
     dense = any(not k.startswith(('backbone.', 'head.fc.'))
                 for k in converted)
-    kwargs = infer_backbone_args(backbone)
-    check_strict(backbone, kwargs)
+    kwargs = infer_backbone_args(official_backbone(weights))
+    model = check_strict(LITv2, backbone, **kwargs)
+    params = count_parameters(model, converted)
     if dense:
         if to == 'cls':
             raise ValueError('a detection/segmentation checkpoint cannot be '
@@ -142,6 +130,11 @@ def convert(checkpoint: Mapping,
         converted_from='ziplab/LITv2',
         backbone='LITv2',
         layout=layout,
+        source_key=source,
+        weights=weights_kind(source),
+        params=params,
+        mmlinattn=dict(
+            family='LITv2', arch=kwargs['arch'], alpha=kwargs['alpha']),
         **{k: list(v) if isinstance(v, tuple) else v
            for k, v in kwargs.items()})
     return dict(converted), meta
@@ -164,18 +157,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    # Official files pickle more than tensors (argparse/yacs objects).
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
+    checkpoint = load_checkpoint(args.src)
     state_dict, meta = convert(checkpoint, args.to)
-    with open(args.src, 'rb') as f:
-        meta['source_sha256'] = hashlib.sha256(f.read()).hexdigest()
-    meta['source_file'] = osp.basename(args.src)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save(dict(state_dict=state_dict, meta=meta), args.dst)
+    meta.update(source_info(args.src))
+    print(describe_file(args.src, checkpoint))
+    save_converted(args.dst, state_dict, meta)
     extra = ', with_stage0_norm=True' if meta['with_stage0_norm'] else ''
-    print(f"LITv2(arch={meta['arch']!r}, alpha={meta['alpha']}{extra}): "
-          f'{len(state_dict)} tensors, backbone loaded strictly -> '
-          f"{args.dst} ({meta['layout']})")
+    print(f"LITv2(arch={meta['arch']!r}, alpha={meta['alpha']}{extra}) from "
+          f"the {meta['weights']} weights ({meta['source_key']!r}): "
+          f"{len(state_dict)} tensors, {meta['params'] / 1e6:.2f}M "
+          f'parameters, backbone loaded strictly -> {args.dst} '
+          f"({meta['layout']})")
 
 
 if __name__ == '__main__':

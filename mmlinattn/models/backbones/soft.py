@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
+from mmlinattn.utils.converter import warn_if_pretrained_disagrees
 from ..attention.soft_attention import SoftmaxFreeAttention
 from ..utils import (LinAttnBackbone, Mlp, build_drop_path, checkpoint_call,
                      resize_pos_embed, tokens_to_nchw)
@@ -343,6 +344,11 @@ class SOFT(LinAttnBackbone):
                 raise ValueError(f'arch {key} needs 3 entries (stages 1-3), '
                                  f'got {settings[key]}')
         return settings
+
+    def init_weights(self) -> None:
+        warn_if_pretrained_disagrees(
+            self.init_cfg, 'SOFT', sym_norm=self.sym_norm)
+        super().init_weights()
 
     def _init_official(self) -> None:
         """The official initialisation: Linear trunc_normal(0.02) with zero
