@@ -12,14 +12,13 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.runner import save_checkpoint
 
 from mmlinattn.models import FLattenCSWin
 from mmlinattn.models.attention import CSWinAttention, FocusedLinearAttention
 from mmlinattn.models.backbones.flatten_cswin import (
     convert_flatten_cswin_official, flatten_cswin_to_official)
 from mmlinattn.models.utils import TransformerBlock
-from mmlinattn.testing import check_norm_state, count_params
+from mmlinattn.testing import count_params
 
 TINY = dict(embed_dims=16, depths=[1, 1, 2, 1], num_heads=[2, 2, 4, 4])
 
@@ -221,57 +220,6 @@ def test_positional_encoding_resized_only_when_the_grid_differs():
 
 
 # ------------------------------------------------------- OpenMMLab API
-def test_frozen_stages_and_norm_eval():
-    model = tiny(frozen_stages=1, out_indices=(0, 3), norm_eval=True)
-    model.train()
-    for module in [model.stages[0], model.norm0]:
-        assert not module.training
-        assert all(not p.requires_grad for p in module.parameters())
-    for module in [model.stages[1], model.stages[3], model.norm3]:
-        assert module.training
-        assert all(p.requires_grad for p in module.parameters())
-    assert check_norm_state(model.modules(), False)
-    stem_only = tiny(frozen_stages=0)
-    stem_only.train()
-    assert not any(p.requires_grad
-                   for p in stem_only.patch_embed.parameters())
-    assert all(p.requires_grad
-               for p in stem_only.stages[0].blocks.parameters())
-
-
-def test_with_cp_matches_plain_gradients():
-    torch.manual_seed(0)
-    plain = randomise(tiny(drop_path_rate=0.))
-    checkpointed = tiny(drop_path_rate=0., with_cp=True)
-    checkpointed.load_state_dict(plain.state_dict())
-    assert all(b.with_cp for s in checkpointed.stages for b in s.blocks)
-    x = torch.randn(1, 3, 40, 44)
-    plain(x)[0].square().mean().backward()
-    checkpointed(x)[0].square().mean().backward()
-    for (name, p), q in zip(plain.named_parameters(),
-                            checkpointed.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, msg=name)
-
-
-def test_pretrained_init_with_prefix(tmp_path):
-    source = randomise(tiny(out_indices=(0, 1, 2, 3)))
-    path = str(tmp_path / 'cls.pth')
-    save_checkpoint(
-        {
-            f'backbone.{k}': v
-            for k, v in source.state_dict().items()
-        }, path)
-    model = tiny(
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
-    model.init_weights()
-    for (name, p), q in zip(source.state_dict().items(),
-                            model.state_dict().values()):
-        torch.testing.assert_close(q, p, msg=name)
-    with pytest.raises(TypeError, match='checkpoint path'):
-        tiny(pretrained=1)
-
-
 def test_loading_224_weights_into_a_384_model_resizes_positional_encoding():
     # (stripes narrower than every stage map, so the structure is the same)
     small = randomise(tiny(pretrain_img_size=32, split_size=[1, 1, 1, 1]))

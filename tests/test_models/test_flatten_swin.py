@@ -10,14 +10,13 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.runner import save_checkpoint
 
 from mmlinattn.models import FLattenSwin
 from mmlinattn.models.attention import FocusedLinearAttention, WindowAttention
 from mmlinattn.models.backbones.flatten_swin import (
     SwinPatchMerging, convert_flatten_swin_official, flatten_swin_to_official)
 from mmlinattn.models.utils import TransformerBlock, parse_attn_type
-from mmlinattn.testing import check_norm_state, count_params
+from mmlinattn.testing import count_params
 
 TINY = dict(embed_dims=16, depths=[1, 1, 2, 2], num_heads=[1, 2, 2, 4])
 
@@ -259,59 +258,6 @@ def test_out_indices_and_norms():
     assert not hasattr(model, 'norm0')
     with pytest.raises(ValueError, match='out of range'):
         tiny(out_indices=(4, ))
-
-
-def test_frozen_stages_and_norm_eval():
-    model = tiny(frozen_stages=2, out_indices=(0, 1, 2, 3), norm_eval=True)
-    model.train()
-    frozen = [
-        model.patch_embed, model.stages[0], model.stages[1], model.norm0,
-        model.norm1
-    ]
-    for module in frozen:
-        assert not module.training
-        assert all(not p.requires_grad for p in module.parameters())
-    for module in [model.stages[2], model.stages[3], model.norm2]:
-        assert module.training
-        assert all(p.requires_grad for p in module.parameters())
-    assert check_norm_state(model.modules(), False)
-    everything = tiny(frozen_stages=4)
-    everything.train()
-    assert all(not p.requires_grad for p in everything.parameters())
-
-
-def test_with_cp_matches_plain_gradients():
-    torch.manual_seed(0)
-    plain = randomise(tiny(drop_path_rate=0.))
-    checkpointed = tiny(drop_path_rate=0., with_cp=True)
-    checkpointed.load_state_dict(plain.state_dict())
-    assert all(b.with_cp for s in checkpointed.stages for b in s.blocks)
-    x = torch.randn(1, 3, 40, 44)
-    plain(x)[0].square().mean().backward()
-    checkpointed(x)[0].square().mean().backward()
-    for (name, p), q in zip(plain.named_parameters(),
-                            checkpointed.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, msg=name)
-
-
-def test_pretrained_init_with_prefix_and_deprecated_pretrained(tmp_path):
-    source = randomise(tiny(out_indices=(0, 1, 2, 3)))
-    path = str(tmp_path / 'cls.pth')
-    save_checkpoint(
-        {
-            f'backbone.{k}': v
-            for k, v in source.state_dict().items()
-        }, path)
-    model = tiny(
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(type='Pretrained', checkpoint=path, prefix='backbone.'))
-    model.init_weights()
-    for (name, p), q in zip(source.state_dict().items(),
-                            model.state_dict().values()):
-        torch.testing.assert_close(q, p, msg=name)
-    with pytest.raises(TypeError, match='checkpoint path'):
-        tiny(pretrained=123)
-    assert tiny(pretrained=None).init_cfg is None
 
 
 def test_init_weights_without_init_cfg_keeps_the_official_init():

@@ -8,18 +8,17 @@ from mmengine.runner import save_checkpoint
 from mmlinattn.models.attention.xnorm_attention import XNormAttention
 from mmlinattn.models.backbones.ufo_vit import (LPI, UFOBlock, UFOClassBlock,
                                                 UFOViT)
-from mmlinattn.registry import MODELS
-from mmlinattn.testing import check_norm_state, count_params
+from mmlinattn.testing import count_params
 
 TINY = dict(embed_dims=32, depth=4, num_heads=2)
 DENSE = dict(
     arch=TINY, img_size=64, out_type='featmap', out_indices=(0, 1, 2, 3))
 
 
-
 def all_blocks(model: UFOViT) -> list:
     """The blocks of every stage, in order."""
     return [block for stage in model.stages for block in stage.blocks]
+
 
 def expected_params(C: int,
                     depth: int,
@@ -131,15 +130,6 @@ def test_dense_subset_builds_only_used_parts():
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
 
 
-def test_early_stages_stop_early():
-    model = UFOViT(**dict(DENSE, out_indices=(0, )))
-    calls = []
-    for i, block in enumerate(all_blocks(model)):
-        block.register_forward_hook(lambda *a, i=i: calls.append(i))
-    model(torch.randn(1, 3, 32, 32))
-    assert calls == [0]
-
-
 def test_stage_ends():
     assert UFOViT(
         dict(embed_dims=32, depth=12, num_heads=2),
@@ -223,46 +213,11 @@ def test_with_cp_same_result_and_bn_updated_once():
     cls_model(torch.randn(1, 3, 32, 32))[0].sum().backward()
 
 
-def test_norm_eval():
-    model = UFOViT(**dict(DENSE, norm_eval=True))
-    model.train()
-    assert check_norm_state(model.modules(), False)
-    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    model = UFOViT(**DENSE)
-    model.train()
-    assert check_norm_state(model.modules(), True)
-
-
-@pytest.mark.parametrize('frozen_stages', [0, 2, 4])
-def test_frozen_stages(frozen_stages):
-    model = UFOViT(**dict(DENSE, frozen_stages=frozen_stages))
-    model.train()
-    assert not model.pos_embed.requires_grad
-    assert not model.patch_embed.training
-    assert all(not p.requires_grad for p in model.patch_embed.parameters())
-    for stage in range(4):
-        frozen = stage < frozen_stages
-        block = all_blocks(model)[stage]  # depth 4: one block per stage
-        assert block.training != frozen
-        assert all(p.requires_grad != frozen for p in block.parameters())
-        assert all(p.requires_grad != frozen
-                   for p in getattr(model, f'norm{stage}').parameters())
-    if frozen_stages == 4:
-        assert all(not p.requires_grad for p in model.parameters())
-        assert not model.adapter0.training
-
-
 def test_frozen_last_stage_freezes_class_attention():
     model = UFOViT(TINY, img_size=32, frozen_stages=4)
     model.train()
     assert all(not p.requires_grad for p in model.parameters())
     assert not model.cls_blocks.training
-
-
-def test_pretrained_argument():
-    with pytest.raises(TypeError, match='pretrained must be'):
-        UFOViT(TINY, pretrained=123)
-    UFOViT(TINY, pretrained=None)
 
 
 def test_init_weights_keeps_construction_init():
@@ -339,9 +294,3 @@ def test_lpi_is_local():
     expected[2:7, 2:7] = True
     assert torch.equal(changed[0].reshape(9, 9), expected)
     assert torch.equal(changed[1].reshape(9, 9), expected)
-
-
-def test_registry():
-    for name in ('UFOViT', 'mmlinattn.UFOViT'):
-        model = MODELS.build(dict(type=name, arch=TINY, img_size=32))
-        assert isinstance(model, UFOViT)

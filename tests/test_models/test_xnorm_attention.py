@@ -118,7 +118,8 @@ def test_compat_equals_third_party_bit_for_bit(dtype):
     with torch.no_grad():
         assert torch.equal(m(x), third_party_formula(sd, x, x, x, h, d_k, d_v))
         assert torch.equal(
-            m(x, key=y, value=z), third_party_formula(sd, x, y, z, h, d_k, d_v))
+            m(x, key=y, value=z),
+            third_party_formula(sd, x, y, z, h, d_k, d_v))
     # conversion round trip
     back = xnorm_attention_from_third_party(sd)
     assert set(back) == set(m.state_dict())

@@ -64,7 +64,9 @@ def _newton_regularized(mat: torch.Tensor, num_iter: int) -> torch.Tensor:
 
 class _RegularizedNewtonInverse(torch.autograd.Function):
     """Variant (a) with the analytic inverse gradient
-    ``dA = -inv^T G inv^T`` (the iterations are not differentiated)."""
+    ``dA = -inv^T G inv^T`` (the iterations are not differentiated). Its
+    FLOP handle for mmengine's analysis is in :mod:`mmlinattn.utils.flops`.
+    """
 
     @staticmethod
     def forward(ctx, mat: torch.Tensor, num_iter: int) -> torch.Tensor:
@@ -77,10 +79,6 @@ class _RegularizedNewtonInverse(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         inv_t = ctx.saved_tensors[0].transpose(-1, -2)
         return -(inv_t @ grad @ inv_t), None
-
-
-# mmengine's complexity analysis sees the Function above as an unsupported
-# ``prim::PythonOp``; mmlinattn.utils.flops holds its FLOP handle.
 
 
 def _newton_backoff(mat: torch.Tensor, num_iter: int,

@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 
 from mmlinattn.registry import register_model
-from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage, TransformerBlock,
-                     drop_path_schedule, init_linear_and_norm, parse_attn_type,
-                     per_block_attn_cfgs)
+from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage,
+                     drop_path_schedule, flatten_attn_cfgs,
+                     init_linear_and_norm)
 
 
 @register_model()
@@ -111,12 +111,8 @@ class FLattenCSWin(LinAttnBackbone):
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
-        super().__init__(
-            out_indices=out_indices,
-            frozen_stages=frozen_stages,
-            norm_eval=norm_eval,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, pretrained,
+                         init_cfg)
         arch = self.resolve_arch(arch)
         depths, num_heads = list(arch['depths']), list(arch['num_heads'])
         split_size = list(split_size or arch.get('split_size', [1, 2, 7, 7]))
@@ -130,17 +126,16 @@ class FLattenCSWin(LinAttnBackbone):
             pretrain_img_size or arch.get('pretrain_img_size', 224))
         self.split_size = split_size
         self.attn_type = attn_type
-        linear = dict(
-            type='FocusedLinearAttention',
+        attn_cfgs = flatten_attn_cfgs(
+            attn_cfg,
+            attn_type,
+            depths,
+            dict(type='CSWinAttention'),
             qkv_layout='qkv',
             lepe=True,
             focusing_factor=focusing_factor,
             kernel_size=kernel_size,
             fp32_attention=fp32_attention)
-        attn_cfgs = per_block_attn_cfgs(attn_cfg, [[
-            linear if kind == 'L' else dict(type='CSWinAttention')
-            for kind in kinds
-        ] for kinds in parse_attn_type(attn_type, depths)], depths)
         self.embed_dims = [arch['embed_dims'] * 2**i for i in range(4)]
         self.num_features = self.embed_dims
 
@@ -155,28 +150,24 @@ class FLattenCSWin(LinAttnBackbone):
                 downsample = ConvPatchEmbed(self.embed_dims[i - 1], dims, 3, 2,
                                             1)
                 grid = (grid - 1) // 2 + 1
-            blocks = [
-                TransformerBlock(
-                    dims,
-                    heads,
-                    attn_cfgs[i][j],
-                    host='FLattenCSWin',
-                    host_facts=dict(
-                        grid=(grid, grid),
-                        split_size=split_size[i],
-                        global_window=(i == self.num_stages - 1
-                                       or split_size[i] == grid),
-                        qkv_bias=qkv_bias,
-                        attn_drop=attn_drop_rate),
-                    mlp_ratio=mlp_ratio,
-                    drop_rate=drop_rate,
-                    drop_path_rate=rate,
-                    with_cp=with_cp) for j, rate in enumerate(rates[i])
-            ]
+            blocks = self.make_blocks(
+                dims,
+                heads,
+                attn_cfgs[i],
+                rates[i],
+                dict(
+                    grid=(grid, grid),
+                    split_size=split_size[i],
+                    global_window=(i == self.num_stages - 1
+                                   or split_size[i] == grid),
+                    qkv_bias=qkv_bias,
+                    attn_drop=attn_drop_rate),
+                mlp_ratio=mlp_ratio,
+                drop_rate=drop_rate,
+                with_cp=with_cp)
             stages.append(Stage(blocks, downsample))
         self.stages = nn.ModuleList(stages)
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i]))
+        self.add_output_norms(self.embed_dims)
         self.apply(init_linear_and_norm)
 
 

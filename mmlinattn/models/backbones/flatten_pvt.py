@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.registry import register_model
-from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage, TransformerBlock,
+from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage,
                      drop_path_schedule, init_conv_fan_out,
                      init_linear_and_norm, per_block_attn_cfgs)
 
@@ -71,12 +71,8 @@ class _FLattenPVTBase(LinAttnBackbone):
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
-        super().__init__(
-            out_indices=out_indices,
-            frozen_stages=frozen_stages,
-            norm_eval=norm_eval,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, pretrained,
+                         init_cfg)
         arch = self.resolve_arch(arch)
         for key in self.essential_keys:
             if len(arch[key]) != self.num_stages:
@@ -116,24 +112,21 @@ class _FLattenPVTBase(LinAttnBackbone):
                 self.embed_dims[i - 1], self.embed_dims[i], first=False)
             stride = 4 if i == 0 else 2  # both embeddings round up
             grid = (-(-grid[0] // stride), -(-grid[1] // stride))
-            blocks = [
-                TransformerBlock(
-                    self.embed_dims[i],
-                    arch['num_heads'][i],
-                    self.attn_cfgs[i][j],
-                    host=type(self).__name__,
-                    host_facts=dict(
-                        grid=grid,
-                        sr_ratio=int(sr_ratios[i]),
-                        qkv_bias=qkv_bias,
-                        attn_drop=attn_drop_rate),
-                    mlp_ratio=arch['mlp_ratios'][i],
-                    conv_ffn=self.conv_ffn,
-                    drop_rate=drop_rate,
-                    drop_path_rate=rate,
-                    norm_eps=1e-6,
-                    with_cp=with_cp) for j, rate in enumerate(rates[i])
-            ]
+            blocks = self.make_blocks(
+                self.embed_dims[i],
+                arch['num_heads'][i],
+                self.attn_cfgs[i],
+                rates[i],
+                dict(
+                    grid=grid,
+                    sr_ratio=int(sr_ratios[i]),
+                    qkv_bias=qkv_bias,
+                    attn_drop=attn_drop_rate),
+                mlp_ratio=arch['mlp_ratios'][i],
+                conv_ffn=self.conv_ffn,
+                drop_rate=drop_rate,
+                norm_eps=1e-6,
+                with_cp=with_cp)
             stages.append(
                 Stage(
                     blocks,
@@ -200,12 +193,13 @@ class FLattenPVT(_FLattenPVTBase):
     """
     arch_zoo = {
         **dict.fromkeys(['t', 'tiny'], dict(depths=[2, 2, 2, 2], **_PVT_DIMS)),
-        **dict.fromkeys(['s', 'small'], dict(depths=[3, 4, 6, 3], **_PVT_DIMS)),
-        **dict.fromkeys(['m', 'medium'], dict(
-                            depths=[3, 4, 18, 3], **_PVT_DIMS)),
+        **dict.fromkeys(['s', 'small'],
+                        dict(depths=[3, 4, 6, 3], **_PVT_DIMS)),
+        **dict.fromkeys(['m', 'medium'],
+                        dict(depths=[3, 4, 18, 3], **_PVT_DIMS)),
         **dict.fromkeys(['l', 'large', 'b'],
                         dict(depths=[3, 8, 27, 3], **_PVT_DIMS)),
-    }
+    }  # yapf: disable
     overlapping_patch_embed = False
     use_pos_embed = True
     conv_ffn = False

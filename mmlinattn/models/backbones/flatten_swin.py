@@ -26,9 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage, TransformerBlock,
-                     drop_path_schedule, init_linear_and_norm, parse_attn_type,
-                     per_block_attn_cfgs)
+from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage,
+                     drop_path_schedule, flatten_attn_cfgs,
+                     init_linear_and_norm)
 
 Grid = Tuple[int, int]
 
@@ -129,12 +129,8 @@ class FLattenSwin(LinAttnBackbone):
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg=None):
-        super().__init__(
-            out_indices=out_indices,
-            frozen_stages=frozen_stages,
-            norm_eval=norm_eval,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, pretrained,
+                         init_cfg)
         arch = self.resolve_arch(arch)
         depths, num_heads = list(arch['depths']), list(arch['num_heads'])
         if len(depths) != self.num_stages or len(num_heads) != self.num_stages:
@@ -147,16 +143,15 @@ class FLattenSwin(LinAttnBackbone):
         if self.window_size < 1:
             raise ValueError(f'window_size must be >= 1, got {window_size}')
         self.attn_type = attn_type
-        linear = dict(
-            type='FocusedLinearAttention',
+        attn_cfgs = flatten_attn_cfgs(
+            attn_cfg,
+            attn_type,
+            depths,
+            dict(type='WindowAttention'),
             qkv_layout='qkv',
             focusing_factor=focusing_factor,
             kernel_size=kernel_size,
             fp32_attention=fp32_attention)
-        attn_cfgs = per_block_attn_cfgs(attn_cfg, [[
-            linear if kind == 'L' else dict(type='WindowAttention')
-            for kind in kinds
-        ] for kinds in parse_attn_type(attn_type, depths)], depths)
         self.embed_dims = [arch['embed_dims'] * 2**i for i in range(4)]
         self.num_features = self.embed_dims
 
@@ -174,29 +169,25 @@ class FLattenSwin(LinAttnBackbone):
             if i > 0:
                 downsample = SwinPatchMerging(self.embed_dims[i - 1], dims)
                 grid = -(-grid // 2)
-            blocks = [
-                TransformerBlock(
-                    dims,
-                    heads,
-                    attn_cfgs[i][j],
-                    host='FLattenSwin',
-                    host_facts=dict(
-                        grid=(grid, grid),
-                        window_size=self.window_size,
-                        shift=j % 2 == 1,
-                        qkv_bias=qkv_bias,
-                        attn_drop=attn_drop_rate),
-                    mlp_ratio=mlp_ratio,
-                    drop_rate=drop_rate,
-                    drop_path_rate=rate,
-                    with_cp=with_cp) for j, rate in enumerate(rates[i])
-            ]
+            blocks = self.make_blocks(
+                dims,
+                heads,
+                attn_cfgs[i],
+                rates[i],
+                dict(
+                    grid=(grid, grid),
+                    window_size=self.window_size,
+                    qkv_bias=qkv_bias,
+                    attn_drop=attn_drop_rate),
+                block_facts=[dict(shift=j % 2 == 1) for j in range(depths[i])],
+                mlp_ratio=mlp_ratio,
+                drop_rate=drop_rate,
+                with_cp=with_cp)
             stages.append(
                 Stage(
                     blocks, downsample, drop_rate=drop_rate if i == 0 else 0))
         self.stages = nn.ModuleList(stages)
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(self.embed_dims[i]))
+        self.add_output_norms(self.embed_dims)
         self.apply(init_linear_and_norm)
 
 

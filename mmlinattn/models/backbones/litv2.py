@@ -22,7 +22,7 @@ from torchvision.ops import deform_conv2d
 
 from mmlinattn.registry import register_model
 from ..utils import (ConvPatchEmbed, DWConv, LinAttnBackbone, Stage,
-                     TransformerBlock, drop_path_schedule, init_conv_fan_out,
+                     drop_path_schedule, init_conv_fan_out,
                      init_linear_and_norm, per_block_attn_cfgs, run_in_float32,
                      tokens_to_nchw)
 
@@ -287,30 +287,25 @@ class LITv2(LinAttnBackbone):
         rates = drop_path_schedule(drop_path_rate, depths)
         stages = []
         for i in range(self.num_stages):
-            blocks = [
-                TransformerBlock(
-                    dims[i],
-                    num_heads[i],
-                    attn_cfgs[i][j],
-                    host='LITv2',
-                    host_facts=dict(
-                        grid=(pretrain_img_size // patch_size // 2**i, ) * 2,
-                        window_size=local_ws[i] or None,
-                        qkv_bias=qkv_bias),
-                    mlp_ratio=mlp_ratio,
-                    conv_ffn=True,
-                    drop_rate=drop_rate,
-                    drop_path_rate=rate,
-                    with_cp=with_cp) for j, rate in enumerate(rates[i])
-            ]
+            blocks = self.make_blocks(
+                dims[i],
+                num_heads[i],
+                attn_cfgs[i],
+                rates[i],
+                dict(
+                    grid=(pretrain_img_size // patch_size // 2**i, ) * 2,
+                    window_size=local_ws[i] or None,
+                    qkv_bias=qkv_bias),
+                mlp_ratio=mlp_ratio,
+                conv_ffn=True,
+                drop_rate=drop_rate,
+                with_cp=with_cp)
             downsample = DeformableTokenMerging(dims[i - 1],
                                                 dims[i]) if i > 0 else None
             stages.append(Stage(blocks, downsample))
         self.stages = nn.ModuleList(stages)
 
-        for i in self.out_indices:
-            if i > 0 or with_stage0_norm:
-                self.add_module(f'norm{i}', nn.LayerNorm(dims[i]))
+        self.add_output_norms(dims, skip=() if with_stage0_norm else (0, ))
         self.apply(init_linear_and_norm)
         for module in self.modules():
             if isinstance(module, DWConv):

@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.registry import register_model
-from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage, TransformerBlock,
+from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage,
                      drop_path_schedule, init_linear_and_norm,
                      per_block_attn_cfgs)
 
@@ -97,27 +97,24 @@ class PlainViT(LinAttnBackbone):
             attn_cfg, [dict(type='SpatialReductionAttention')] * 4, depths)
         rates = drop_path_schedule(drop_path_rate, depths)
         self.stages = nn.ModuleList(
-            Stage([
-                TransformerBlock(
+            Stage(
+                self.make_blocks(
                     dims,
                     arch['num_heads'],
-                    attn_cfgs[i][j],
-                    host='PlainViT',
-                    host_facts=dict(
+                    attn_cfgs[i],
+                    rates[i],
+                    dict(
                         grid=grid, qkv_bias=qkv_bias,
                         attn_drop=attn_drop_rate),
                     mlp_ratio=mlp_ratio,
                     drop_rate=drop_rate,
-                    drop_path_rate=rate,
                     norm_eps=1e-6,
-                    with_cp=with_cp) for j, rate in enumerate(rates[i])
-            ],
-                  embed_dims=dims,
-                  pos_embed_grid=grid if i == 0 else None,
-                  pos_interp_mode='bicubic',
-                  drop_rate=drop_rate if i == 0 else 0.)
+                    with_cp=with_cp),
+                embed_dims=dims,
+                pos_embed_grid=grid if i == 0 else None,
+                pos_interp_mode='bicubic',
+                drop_rate=drop_rate if i == 0 else 0.)
             for i in range(self.num_stages))
-        for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(dims, eps=1e-6))
+        self.add_output_norms([dims] * self.num_stages, eps=1e-6)
         self.apply(init_linear_and_norm)
         trunc_normal_(self.stages[0].pos_embed, std=.02)

@@ -12,25 +12,27 @@ stages 1-3 and PVT-v1 softmax blocks with a cls token in stage 4.
 import re
 from collections import OrderedDict
 from functools import partial
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
 from mmlinattn.utils.converter import warn_if_pretrained_disagrees
-from ..attention.soft_attention import SoftmaxFreeAttention
-from ..utils import (LinAttnBackbone, Mlp, build_drop_path, checkpoint_call,
-                     resize_pos_embed, tokens_to_nchw)
+from ..utils import (LinAttnBackbone, Mlp, Stage, build_attention,
+                     checkpoint_call, drop_path_schedule, init_linear_and_norm,
+                     per_block_attn_cfgs, tokens_to_nchw)
+
+Grid = Tuple[int, int]
 
 
 class ConvBNReLUEmbed(nn.Sequential):
     """Conv3x3-BN-ReLU layers turning a map into tokens.
 
     ``channels=[3, 32, 32, 64], strides=[2, 1, 2]`` is SOFT's stem (stride
-    4); ``[C_in, C_out], [2]`` its downsampling between stages. Layer indices
-    equal the official ``proj`` indices (conv ``3k``, BN ``3k + 1``).
+    4); ``[C_in, C_out], [2]`` its downsampling between stages, which takes
+    tokens and their grid. Layer indices equal the official ``proj`` indices
+    (conv ``3k``, BN ``3k + 1``).
     """
 
     def __init__(self, channels: Sequence[int], strides: Sequence[int]):
@@ -44,31 +46,35 @@ class ConvBNReLUEmbed(nn.Sequential):
         super().__init__(*layers)
 
     def forward(self,
-                x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+                x: torch.Tensor,
+                hw: Optional[Grid] = None) -> Tuple[torch.Tensor, Grid]:
+        """(B, C, H, W) images, or (B, H*W, C) tokens on the grid ``hw`` ->
+        tokens (B, H'*W', D) and (H', W')."""
+        if hw is not None:
+            x = tokens_to_nchw(x, hw)
         x = super().forward(x)
         return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
 
 
 class SOFTBlock(nn.Module):
-    """Post-LN softmax-free block (stages 1-3):
-    ``y = LN(x + drop(attn(x)))``, ``LN(y + drop(ffn(y)))``.
+    """Post-LN block of SOFT's stages 1-3:
+    ``y = LN(x + drop(attn(x, hw)))``, ``LN(y + drop(ffn(y)))``.
 
-    ``ffn`` is ``C -> 4C -> C`` with tanh-approximated GELU, ``drop`` an
-    element-wise ``nn.Dropout`` (the official code feeds it the stochastic
-    depth rate).
+    ``attn`` is a config (:class:`SoftmaxFreeAttention` in SOFT), ``ffn``
+    ``C -> 4C -> C`` with tanh-approximated GELU, ``drop`` an element-wise
+    ``nn.Dropout`` (the official code feeds it the stochastic depth rate).
     """
 
     def __init__(self,
                  embed_dims: int,
                  num_heads: int,
-                 sr_ratio: int,
-                 conv_size: int,
+                 attn_cfg: dict,
+                 host_facts: Optional[dict] = None,
                  dropout: float = 0.,
-                 with_cp: bool = False,
-                 **attn_kwargs):
+                 with_cp: bool = False):
         super().__init__()
-        self.attn = SoftmaxFreeAttention(embed_dims, num_heads, sr_ratio,
-                                         conv_size, **attn_kwargs)
+        self.attn = build_attention(attn_cfg, embed_dims, num_heads, 'SOFT',
+                                    **(host_facts or {}))
         self.norm1 = nn.LayerNorm(embed_dims)
         self.ffn = Mlp(
             embed_dims,
@@ -78,70 +84,33 @@ class SOFTBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.with_cp = with_cp
 
-    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.attn(x, hw)))
+        return self.norm2(x + self.dropout(self.ffn(x)))
 
-        def _inner_forward(x: torch.Tensor) -> torch.Tensor:
-            x = self.norm1(x + self.dropout(self.attn(x, hw)))
-            return self.norm2(x + self.dropout(self.ffn(x)))
-
-        return checkpoint_call(_inner_forward, x, enabled=self.with_cp)
-
-
-class PVTSoftmaxAttention(nn.Module):
-    """Global multi-head softmax attention with PVT-v1 layout (``q``,
-    ``kv``, ``proj``; no spatial reduction), used in SOFT's stage 4."""
-
-    def __init__(self, embed_dims: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(embed_dims, embed_dims)
-        self.kv = nn.Linear(embed_dims, 2 * embed_dims)
-        self.proj = nn.Linear(embed_dims, embed_dims)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
-        h = self.num_heads
-        q = self.q(x).reshape(B, N, h, C // h).transpose(1, 2)
-        k, v = self.kv(x).reshape(B, N, 2, h, C // h).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+    def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
+        return checkpoint_call(self._forward, x, hw, enabled=self.with_cp)
 
 
-class PVTSoftmaxBlock(nn.Module):
-    """Pre-LN softmax block with stochastic depth (stage 4, PVT v1)."""
+class ClsTokenStage(Stage):
+    """A :class:`Stage` that prepends a learnt class token (with its own
+    position embedding ``cls_pos_embed``) to the tokens after its
+    embedding: SOFT's (PVT-v1's) last stage. The blocks see ``1 + H*W``
+    tokens; the grid stays ``hw``."""
+    num_extra_tokens = 1
 
-    def __init__(self,
-                 embed_dims: int,
-                 num_heads: int,
-                 drop_path: float = 0.,
-                 with_cp: bool = False):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
-        self.attn = PVTSoftmaxAttention(embed_dims, num_heads)
-        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
-        self.ffn = Mlp(embed_dims, 4 * embed_dims)
-        self.drop_path = build_drop_path(drop_path)
-        self.with_cp = with_cp
+    def __init__(self, *args, embed_dims: int, **kwargs):
+        super().__init__(*args, embed_dims=embed_dims, **kwargs)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims))
+        self.cls_pos_embed = nn.Parameter(torch.zeros(1, 1, embed_dims))
 
-    def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-
-        def _inner_forward(x: torch.Tensor) -> torch.Tensor:
-            x = x + self.drop_path(self.attn(self.norm1(x)))
-            return x + self.drop_path(self.ffn(self.norm2(x)))
-
-        return checkpoint_call(_inner_forward, x, enabled=self.with_cp)
-
-
-class SOFTStage(nn.Module):
-    """Downsampling embedding, position embedding and blocks of a stage."""
-
-    def __init__(self, patch_embed: nn.Module, pos_embed_tokens: int,
-                 embed_dims: int, blocks: Sequence[nn.Module]):
-        super().__init__()
-        self.patch_embed = patch_embed
-        self.pos_embed = nn.Parameter(
-            torch.zeros(1, pos_embed_tokens, embed_dims))
-        self.blocks = nn.ModuleList(blocks)
+    def forward(self, x: torch.Tensor, hw: Grid) -> Tuple[torch.Tensor, Grid]:
+        x, hw = self.embed(x, hw)
+        cls_token = self.cls_token + self.cls_pos_embed
+        x = torch.cat([cls_token.expand(x.shape[0], -1, -1), x], 1)
+        for block in self.blocks:
+            x = block(x, hw)
+        return x, hw
 
 
 @register_model()
@@ -175,6 +144,11 @@ class SOFT(LinAttnBackbone):
         max_landmarks: passed to every :class:`SoftmaxFreeAttention`
             (``newton_variant=None`` = the official variant of the model:
             ``'b'`` for SOFT-Norm, ``'a'`` for SOFT).
+        attn_cfg: any registered attention instead of SOFT's: one config
+            for every block or one per stage (stage 4 is PVT-v1's global
+            softmax attention by default). Host facts: the stage ``grid``,
+            ``sr_ratio`` (the landmark strides, 1 in stage 4),
+            ``qkv_bias``.
         drop_path_rate: stochastic depth rate, linear over all blocks;
             element-wise dropout in stages 1-3 and DropPath in stage 4 as in
             the official code.
@@ -191,35 +165,48 @@ class SOFT(LinAttnBackbone):
     classifier's ``norm``), stages 0-2 end in the blocks' post-LN already.
     """
     arch_zoo = {
-        **dict.fromkeys(['t', 'tiny'], {
-            'embed_dims': [64, 128, 320, 512],
-            'num_heads': [2, 4, 10, 16],
-            'depths': [1, 2, 3, 2]
-        }),
-        **dict.fromkeys(['s', 'small'], {
-            'embed_dims': [64, 128, 320, 512],
-            'num_heads': [2, 4, 10, 16],
-            'depths': [1, 3, 7, 4]
-        }),
-        **dict.fromkeys(['m', 'medium'], {
-            'embed_dims': [64, 128, 288, 512],
-            'num_heads': [2, 4, 9, 16],
-            'depths': [1, 3, 29, 5]
-        }),
-        **dict.fromkeys(['l', 'large'], {
-            'embed_dims': [64, 128, 320, 512],
-            'num_heads': [2, 4, 10, 16],
-            'depths': [1, 3, 40, 5]
-        }),
-        **dict.fromkeys(['h', 'huge'], {
-            'embed_dims': [64, 128, 352, 512],
-            'num_heads': [2, 4, 11, 16],
-            'depths': [1, 5, 49, 5]
-        }),
+        **dict.fromkeys(
+            ['t', 'tiny'], {
+                'embed_dims': [64, 128, 320, 512],
+                'num_heads': [2, 4, 10, 16],
+                'depths': [1, 2, 3, 2]
+            }),
+        **dict.fromkeys(
+            ['s', 'small'], {
+                'embed_dims': [64, 128, 320, 512],
+                'num_heads': [2, 4, 10, 16],
+                'depths': [1, 3, 7, 4]
+            }),
+        **dict.fromkeys(
+            ['m', 'medium'], {
+                'embed_dims': [64, 128, 288, 512],
+                'num_heads': [2, 4, 9, 16],
+                'depths': [1, 3, 29, 5]
+            }),
+        **dict.fromkeys(
+            ['l', 'large'], {
+                'embed_dims': [64, 128, 320, 512],
+                'num_heads': [2, 4, 10, 16],
+                'depths': [1, 3, 40, 5]
+            }),
+        **dict.fromkeys(
+            ['h', 'huge'], {
+                'embed_dims': [64, 128, 352, 512],
+                'num_heads': [2, 4, 11, 16],
+                'depths': [1, 5, 49, 5]
+            }),
     }
     essential_keys = ('embed_dims', 'num_heads', 'depths')
     optional_arch_keys = {'sr_ratios': [8, 4, 2], 'conv_sizes': [9, 5, 3]}
     stem_channels = 32
+    # layout before the stage contract: the stem was stages.0.patch_embed,
+    # the class token a backbone parameter, stage 4's MLP ``ffn``
+    key_migrations = (
+        (r'^stages\.0\.patch_embed\.', 'patch_embed.'),
+        (r'^stages\.(\d)\.patch_embed\.', r'stages.\1.downsample.'),
+        (r'^(cls_token|cls_pos_embed)$', r'stages.3.\1'),
+        (r'^(stages\.3\.blocks\.\d+\.)ffn\.', r'\1mlp.'),
+    )
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -234,18 +221,15 @@ class SOFT(LinAttnBackbone):
                  kernel_method: str = 'expand',
                  kernel_impl: str = 'auto',
                  max_landmarks: Optional[int] = None,
+                 attn_cfg: Union[None, dict, Sequence[dict]] = None,
                  drop_path_rate: float = 0.,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(
-            out_indices=out_indices,
-            frozen_stages=frozen_stages,
-            norm_eval=norm_eval,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, pretrained,
+                         init_cfg)
         self.arch_settings = self._parse_arch(arch)
         embed_dims = self.arch_settings['embed_dims']
         num_heads = self.arch_settings['num_heads']
@@ -270,54 +254,59 @@ class SOFT(LinAttnBackbone):
         if min(self.pos_grids[-1]) < 1:
             raise ValueError('pretrain_img_size must be >= 32, got '
                              f'{pretrain_img_size}')
-        self.min_input_size = max(2**(i + 2) * (r - 1) + 1
-                                  for i, r in enumerate(sr_ratios))
+        self._min_input_size = max(2**(i + 2) * (r - 1) + 1
+                                   for i, r in enumerate(sr_ratios))
 
-        attn_kwargs = dict(
+        soft = dict(
+            type='SoftmaxFreeAttention',
             sym_norm=sym_norm,
             newton_variant=newton_variant,
             newton_iter=newton_iter,
             kernel_method=kernel_method,
             kernel_impl=kernel_impl,
             max_landmarks=max_landmarks)
-        rates = torch.linspace(
-            0, drop_path_rate, sum(depths), device='cpu').tolist()
+        attn_cfgs = per_block_attn_cfgs(
+            attn_cfg, [dict(soft, conv_size=size) for size in conv_sizes] +
+            [dict(type='SpatialReductionAttention')], depths)
+        rates = drop_path_schedule(drop_path_rate, depths)
+        self.patch_embed = ConvBNReLUEmbed([
+            in_channels, self.stem_channels, self.stem_channels, embed_dims[0]
+        ], [2, 1, 2])
         self.stages = nn.ModuleList()
         for i in range(self.num_stages):
-            if i == 0:
-                embed = ConvBNReLUEmbed(
-                    [in_channels, self.stem_channels, self.stem_channels,
-                     embed_dims[0]], [2, 1, 2])
-            else:
-                embed = ConvBNReLUEmbed([embed_dims[i - 1], embed_dims[i]],
-                                        [2])
-            stage_rates = rates[sum(depths[:i]):sum(depths[:i + 1])]
+            facts = dict(
+                grid=self.pos_grids[i],
+                sr_ratio=sr_ratios[i] if i < 3 else 1,
+                qkv_bias=True)
             if i < 3:
                 blocks = [
                     SOFTBlock(
                         embed_dims[i],
                         num_heads[i],
-                        sr_ratios[i],
-                        conv_sizes[i],
+                        attn_cfgs[i][j],
+                        facts,
                         dropout=rate,
-                        with_cp=with_cp,
-                        **attn_kwargs) for rate in stage_rates
+                        with_cp=with_cp) for j, rate in enumerate(rates[i])
                 ]
-            else:
-                blocks = [
-                    PVTSoftmaxBlock(
-                        embed_dims[i],
-                        num_heads[i],
-                        drop_path=rate,
-                        with_cp=with_cp) for rate in stage_rates
-                ]
-            grid = self.pos_grids[i]
+            else:  # PVT v1: pre-LN, DropPath
+                blocks = self.make_blocks(
+                    embed_dims[i],
+                    num_heads[i],
+                    attn_cfgs[i],
+                    rates[i],
+                    facts,
+                    norm_eps=1e-6,
+                    with_cp=with_cp)
+            downsample = ConvBNReLUEmbed([embed_dims[i - 1], embed_dims[i]],
+                                         [2]) if i > 0 else None
+            stage_type = ClsTokenStage if (i == 3
+                                           and with_cls_token) else Stage
             self.stages.append(
-                SOFTStage(embed, grid[0] * grid[1], embed_dims[i], blocks))
-        if with_cls_token:
-            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dims[3]))
-            self.cls_pos_embed = nn.Parameter(
-                torch.zeros(1, 1, embed_dims[3]))
+                stage_type(
+                    blocks,
+                    downsample,
+                    embed_dims=embed_dims[i],
+                    pos_embed_grid=self.pos_grids[i]))
         if 3 in self.out_indices:
             self.norm3 = nn.LayerNorm(embed_dims[3], eps=1e-6)
         self._init_official()
@@ -356,79 +345,33 @@ class SOFT(LinAttnBackbone):
         trunc_normal(0.02), convs and BatchNorm PyTorch defaults. SOFT-Norm
         keeps PyTorch's default Linear init in stages 1-3 (its blocks are
         rebuilt after the init in the official code)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        self.apply(init_linear_and_norm)
         if self.sym_norm:
             for stage in self.stages[:3]:
                 for module in stage.modules():
                     if isinstance(module, nn.Linear):
                         module.reset_parameters()
-        for param in self._embedding_params():
-            nn.init.trunc_normal_(param, std=.02)
+        for name, param in self.named_parameters():
+            if name.endswith(('pos_embed', 'cls_token')):
+                nn.init.trunc_normal_(param, std=.02)
 
-    def _embedding_params(self) -> List[nn.Parameter]:
-        params = [stage.pos_embed for stage in self.stages]
-        if self.with_cls_token:
-            params += [self.cls_token, self.cls_pos_embed]
-        return params
+    @property
+    def min_input_size(self) -> int:
+        """The landmark convs (strides ``sr_ratios`` on the 1/4, 1/8, 1/16
+        grids) need at least one landmark per stage."""
+        return self._min_input_size
 
-    def _stage_parts(
-            self, stage: int) -> Iterable[Union[nn.Module, nn.Parameter]]:
-        if stage == -1:
-            return [self.stages[0].patch_embed]
-        parts: List[Union[nn.Module, nn.Parameter]] = [
-            self.stages[stage].pos_embed, self.stages[stage].blocks
-        ]
-        if stage > 0:
-            parts.append(self.stages[stage].patch_embed)
-        if stage == 3:
-            if self.with_cls_token:
-                parts += [self.cls_token, self.cls_pos_embed]
-            if hasattr(self, 'norm3'):
-                parts.append(self.norm3)
-        return parts
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f'SOFT expects (B, {self.in_channels}, H, W) '
-                             f'images, got shape {tuple(x.shape)}')
-        H, W = x.shape[-2:]
-        if min(H, W) < self.min_input_size:
-            raise ValueError(
-                f'SOFT needs inputs of at least {self.min_input_size}x'
-                f'{self.min_input_size} pixels: its landmark convs (strides '
-                f'{list(self.sr_ratios)} on the 1/4, 1/8, 1/16 grids) need '
-                f'at least one landmark per stage; got {H}x{W}. Resize or '
-                'pad the input.')
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self._check_input(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, hw = stage.patch_embed(x)
-            x = x + resize_pos_embed(stage.pos_embed, self.pos_grids[i], hw)
-            num_extra = 0
-            if i == 3 and self.with_cls_token:
-                cls_token = self.cls_token + self.cls_pos_embed
-                x = torch.cat([cls_token.expand(x.shape[0], -1, -1), x], 1)
-                num_extra = 1
-            for block in stage.blocks:
-                x = block(x, hw)
-            if i in self.out_indices:
-                out = self.norm3(x) if i == 3 else x
-                if self.out_type == 'cls_token':
-                    outs.append(out[:, 0])
-                else:
-                    outs.append(tokens_to_nchw(out[:, num_extra:], hw))
-            if i < 3:
-                x = tokens_to_nchw(x, hw)
-        return tuple(outs)
+    def stage_output(self, index: int, x: torch.Tensor,
+                     hw: Grid) -> torch.Tensor:
+        """Stage 3 passes ``norm3`` (the classifier's final norm; stages 0-2
+        end in the blocks' post-LN already); ``out_type='cls_token'`` gives
+        the class token, ``'featmap'`` the map without it."""
+        if index == 3:
+            x = self.norm3(x)
+            if self.out_type == 'cls_token':
+                return x[:, 0]
+            x = x[:, getattr(self.stages[3], 'num_extra_tokens', 0):]
+        return tokens_to_nchw(x, hw)
 
 
 # ------------------------------------------------- official checkpoints
@@ -443,10 +386,6 @@ _OFFICIAL_SOFT_BLOCK_KEYS = OrderedDict([
     ('att.norm2.', 'norm2.'),
     ('att.ff1.', 'ffn.fc1.'),
     ('att.ff2.', 'ffn.fc2.'),
-])
-_OFFICIAL_SOFTMAX_BLOCK_KEYS = OrderedDict([
-    ('mlp.fc1.', 'ffn.fc1.'),
-    ('mlp.fc2.', 'ffn.fc2.'),
 ])
 
 
@@ -470,14 +409,16 @@ def convert_soft_official(
     out: Dict[str, torch.Tensor] = OrderedDict()
     for key, value in state_dict.items():
         if key == 'cls_token':
-            out['backbone.cls_token'] = value
+            out['backbone.stages.3.cls_token'] = value
         elif key == 'pos_embed4':
-            out['backbone.cls_pos_embed'] = value[:, :1]
+            out['backbone.stages.3.cls_pos_embed'] = value[:, :1]
             out['backbone.stages.3.pos_embed'] = value[:, 1:]
         elif (m := re.fullmatch(r'pos_embed([1-3])', key)):
             out[f'backbone.stages.{int(m[1]) - 1}.pos_embed'] = value
-        elif (m := re.fullmatch(r'patch_embed([1-4])\.proj\.(.+)', key)):
-            out[f'backbone.stages.{int(m[1]) - 1}.patch_embed.{m[2]}'] = value
+        elif (m := re.fullmatch(r'patch_embed1\.proj\.(.+)', key)):
+            out[f'backbone.patch_embed.{m[1]}'] = value
+        elif (m := re.fullmatch(r'patch_embed([2-4])\.proj\.(.+)', key)):
+            out[f'backbone.stages.{int(m[1]) - 1}.downsample.{m[2]}'] = value
         elif (m := re.fullmatch(r'block([1-3])\.(\d+)\.(.+)', key)):
             rest = _rename_block_key(m[3], _OFFICIAL_SOFT_BLOCK_KEYS)
             if rest == m[3]:
@@ -485,8 +426,7 @@ def convert_soft_official(
             out[f'backbone.stages.{int(m[1]) - 1}.blocks.{m[2]}.{rest}'] = \
                 value
         elif (m := re.fullmatch(r'block4\.(\d+)\.(.+)', key)):
-            rest = _rename_block_key(m[2], _OFFICIAL_SOFTMAX_BLOCK_KEYS)
-            out[f'backbone.stages.3.blocks.{m[1]}.{rest}'] = value
+            out[f'backbone.stages.3.blocks.{m[1]}.{m[2]}'] = value
         elif key.startswith('norm.'):
             out['backbone.norm3.' + key[len('norm.'):]] = value
         elif key.startswith('head.'):
@@ -501,7 +441,6 @@ def convert_soft_to_official(
     """Inverse of :func:`convert_soft_official` (classifier layout with
     ``backbone.`` / ``head.fc.`` keys -> official keys)."""
     soft_block = {v: k for k, v in _OFFICIAL_SOFT_BLOCK_KEYS.items()}
-    softmax_block = {v: k for k, v in _OFFICIAL_SOFTMAX_BLOCK_KEYS.items()}
     out: Dict[str, torch.Tensor] = OrderedDict()
     for key, value in state_dict.items():
         if key.startswith('head.fc.'):
@@ -510,24 +449,25 @@ def convert_soft_to_official(
         if not key.startswith('backbone.'):
             raise KeyError(f'unexpected key {key}')
         key = key[len('backbone.'):]
-        if key in ('cls_token', 'cls_pos_embed'):
-            if key == 'cls_token':
-                out[key] = value
+        if key == 'stages.3.cls_token':
+            out['cls_token'] = value
+        elif key == 'stages.3.cls_pos_embed':
+            continue  # part of pos_embed4
         elif (m := re.fullmatch(r'stages\.(\d)\.pos_embed', key)):
             stage = int(m[1])
             if stage == 3:
                 value = torch.cat(
-                    [state_dict['backbone.cls_pos_embed'], value], 1)
+                    [state_dict['backbone.stages.3.cls_pos_embed'], value], 1)
             out[f'pos_embed{stage + 1}'] = value
-        elif (m := re.fullmatch(r'stages\.(\d)\.patch_embed\.(.+)', key)):
+        elif key.startswith('patch_embed.'):
+            out[f'patch_embed1.proj.{key[len("patch_embed."):]}'] = value
+        elif (m := re.fullmatch(r'stages\.(\d)\.downsample\.(.+)', key)):
             out[f'patch_embed{int(m[1]) + 1}.proj.{m[2]}'] = value
-        elif (m := re.fullmatch(r'stages\.([0-2])\.blocks\.(\d+)\.(.+)',
-                                key)):
+        elif (m := re.fullmatch(r'stages\.([0-2])\.blocks\.(\d+)\.(.+)', key)):
             rest = _rename_block_key(m[3], soft_block)
             out[f'block{int(m[1]) + 1}.{m[2]}.{rest}'] = value
         elif (m := re.fullmatch(r'stages\.3\.blocks\.(\d+)\.(.+)', key)):
-            rest = _rename_block_key(m[2], softmax_block)
-            out[f'block4.{m[1]}.{rest}'] = value
+            out[f'block4.{m[1]}.{m[2]}'] = value
         elif key.startswith('norm3.'):
             out['norm.' + key[len('norm3.'):]] = value
         else:

@@ -125,7 +125,10 @@ class UFOBlock(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dims, eps=norm_eps)
         self.attn = build_attention(
-            {'type': 'XNormAttention', **(attn_cfg or {})},
+            {
+                'type': 'XNormAttention',
+                **(attn_cfg or {})
+            },
             embed_dims,
             num_heads,
             'UFOViT',
@@ -303,12 +306,8 @@ class UFOViT(LinAttnBackbone):
                  norm_eval: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(
-            out_indices=out_indices,
-            frozen_stages=frozen_stages,
-            norm_eval=norm_eval,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
+        super().__init__(out_indices, frozen_stages, norm_eval, pretrained,
+                         init_cfg)
         arch = self.resolve_arch(arch)
         embed_dims, depth = arch['embed_dims'], arch['depth']
         num_heads = arch['num_heads']
@@ -391,9 +390,8 @@ class UFOViT(LinAttnBackbone):
                 for _ in range(num_cls_layers))
             self.norm = nn.LayerNorm(embed_dims, eps=norm_eps)
         else:
+            self.add_output_norms([embed_dims] * self.num_stages, norm_eps)
             for i in self.out_indices:
-                self.add_module(f'norm{i}',
-                                nn.LayerNorm(embed_dims, eps=norm_eps))
                 self.add_module(
                     f'adapter{i}',
                     _build_resampler(embed_dims, patch_size / OUT_STRIDES[i]))

@@ -1,6 +1,7 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 from .attention_builder import (attention_class, build_attention,
-                                parse_attn_type, per_block_attn_cfgs)
+                                flatten_attn_cfgs, parse_attn_type,
+                                per_block_attn_cfgs)
 from .base_backbone import LinAttnBackbone, Stage, tokens_to_nchw
 from .blocks import TransformerBlock
 from .embed import ConvPatchEmbed
@@ -14,11 +15,11 @@ from .window import (pad_to_multiple, padding_key_mask, region_mask,
                      window_partition, window_reverse)
 
 __all__ = [
-    'attention_class', 'build_attention', 'parse_attn_type',
-    'per_block_attn_cfgs', 'LinAttnBackbone', 'Stage', 'tokens_to_nchw',
-    'TransformerBlock', 'ConvPatchEmbed', 'DWConv', 'Mlp', 'build_drop_path',
-    'checkpoint_call', 'resize_grid_table_on_load', 'resize_pos_embed',
-    'autocast_off', 'run_in_float32', 'drop_path_schedule',
+    'attention_class', 'build_attention', 'flatten_attn_cfgs',
+    'parse_attn_type', 'per_block_attn_cfgs', 'LinAttnBackbone', 'Stage',
+    'tokens_to_nchw', 'TransformerBlock', 'ConvPatchEmbed', 'DWConv', 'Mlp',
+    'build_drop_path', 'checkpoint_call', 'resize_grid_table_on_load',
+    'resize_pos_embed', 'autocast_off', 'run_in_float32', 'drop_path_schedule',
     'init_conv_fan_out', 'init_linear_and_norm', 'pad_to_multiple',
     'padding_key_mask', 'region_mask', 'window_partition', 'window_reverse'
 ]

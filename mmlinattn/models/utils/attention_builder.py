@@ -112,3 +112,17 @@ def per_block_attn_cfgs(attn_cfg: Union[None, dict, Sequence[dict]],
     return [[dict(cfg) for _ in range(depth)]
             if isinstance(cfg, dict) else [dict(c) for c in cfg]
             for cfg, depth in zip(default, depths)]
+
+
+def flatten_attn_cfgs(attn_cfg: Union[None, dict, Sequence[dict]],
+                      attn_type: str, depths: Sequence[int], softmax: dict,
+                      **linear) -> List[List[dict]]:
+    """Per-block configs of a FLatten host: focused linear attention
+    (``linear`` arguments) for the ``L`` blocks of ``attn_type`` (see
+    :func:`parse_attn_type`), the host's ``softmax`` config for the ``S``
+    blocks; ``attn_cfg`` overrides both (see :func:`per_block_attn_cfgs`).
+    """
+    linear = dict(type='FocusedLinearAttention', **linear)
+    return per_block_attn_cfgs(
+        attn_cfg, [[linear if kind == 'L' else softmax for kind in kinds]
+                   for kinds in parse_attn_type(attn_type, depths)], depths)

@@ -27,6 +27,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .blocks import TransformerBlock
 from .pos_embed import resize_grid_table_on_load, resize_pos_embed
 
 Grid = Tuple[int, int]
@@ -225,6 +226,41 @@ class LinAttnBackbone(BaseModule):
                 if isinstance(module, _BatchNorm):
                     module.eval()
         return self
+
+    # ------------------------------------------------------------ building
+    def make_blocks(self,
+                    embed_dims: int,
+                    num_heads: int,
+                    attn_cfgs: Sequence[Optional[dict]],
+                    drop_path_rates: Sequence[float],
+                    host_facts: dict,
+                    block_facts: Optional[Sequence[dict]] = None,
+                    **block_args) -> List[nn.Module]:
+        """One :class:`TransformerBlock` per stochastic-depth rate, block
+        ``j`` with attention ``attn_cfgs[j]``, told ``host_facts`` (and
+        ``block_facts[j]``); ``block_args`` go to every block."""
+        return [
+            TransformerBlock(
+                embed_dims,
+                num_heads,
+                cfg,
+                host=type(self).__name__,
+                host_facts=dict(host_facts,
+                                **(block_facts[j] if block_facts else {})),
+                drop_path_rate=rate,
+                **block_args)
+            for j, (cfg, rate) in enumerate(zip(attn_cfgs, drop_path_rates))
+        ]
+
+    def add_output_norms(self,
+                         embed_dims: Sequence[int],
+                         eps: float = 1e-5,
+                         skip: Sequence[int] = ()) -> None:
+        """A LayerNorm ``norm{i}`` for every output stage not in ``skip``."""
+        for i in self.out_indices:
+            if i not in skip:
+                self.add_module(f'norm{i}',
+                                nn.LayerNorm(embed_dims[i], eps=eps))
 
     # -------------------------------------------------------------- forward
     in_channels: int = 3
