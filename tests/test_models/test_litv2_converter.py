@@ -146,7 +146,8 @@ def test_mismatch_is_reported():
     official['layers.1.extra'] = torch.empty(1)
     with pytest.raises(RuntimeError) as err:
         tool.convert({'model': official})
-    assert 'missing layers.1.downsample.dconv.conv_offset.bias' in str(
+    # reported in our layout: the merging after stage 1 opens stage 2
+    assert 'missing stages.2.downsample.dconv.conv_offset.bias' in str(
         err.value)
     assert 'unexpected layers.1.extra' in str(err.value)
     with pytest.raises(KeyError, match='no weights found'):
