@@ -62,13 +62,7 @@ test_dataloader = val_dataloader
 # warm-up (WARMUP_EPOCHS 0), 20 cosine epochs then 10 at MIN_LR.
 optim_wrapper = dict(optimizer=dict(lr=5e-6 * 32 * 8 / 512, weight_decay=1e-8))
 param_scheduler = [
-    dict(
-        type='CosineAnnealingLR',
-        eta_min_ratio=0.1,
-        by_epoch=True,
-        begin=0,
-        end=20,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[1], eta_min_ratio=0.1, begin=0, end=20),
 ]
 train_cfg = dict(max_epochs=30)
 auto_scale_lr = dict(base_batch_size=256)

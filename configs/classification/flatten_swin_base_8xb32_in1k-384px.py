@@ -60,20 +60,8 @@ test_dataloader = val_dataloader
 # alike (1e-3 x and 0.01 x lr).
 optim_wrapper = dict(optimizer=dict(lr=2e-5 * 32 * 8 / 512, weight_decay=1e-8))
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-3,
-        by_epoch=True,
-        begin=0,
-        end=5,
-        convert_to_iter_based=True),
-    dict(
-        type='CosineAnnealingLR',
-        eta_min_ratio=0.01,
-        by_epoch=True,
-        begin=5,
-        end=30,
-        convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], end=5),
+    dict(_base_.param_scheduler[1], begin=5, end=30),
 ]
 train_cfg = dict(max_epochs=30)
 auto_scale_lr = dict(base_batch_size=256)

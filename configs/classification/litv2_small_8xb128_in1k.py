@@ -11,6 +11,7 @@
 #   python tools/test.py configs/classification/litv2_small_8xb128_in1k.py \
 #       checkpoints/litv2_small_in1k.pth
 _base_ = [
+    '../_base_/models/in1k_linear_cls.py',
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py'
@@ -18,7 +19,6 @@ _base_ = [
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
 model = dict(
-    type='ImageClassifier',
     backbone=dict(
         type='mmlinattn.LITv2',
         arch='small',
@@ -26,23 +26,12 @@ model = dict(
         local_ws=(0, 0, 2, 1),
         drop_path_rate=0.2,
         out_indices=(3, )),
-    neck=dict(type='GlobalAveragePooling'),
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=768,
-        init_cfg=None,  # the classifier-level init below, as upstream
-        loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        cal_acc=False),
+    # no head init: the classifier-level init below, as upstream
+    head=dict(in_channels=768, init_cfg=None),
     init_cfg=[
         dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
         dict(type='Constant', layer='LayerNorm', val=1., bias=0.)
-    ],
-    train_cfg=dict(augments=[
-        dict(type='Mixup', alpha=0.8),
-        dict(type='CutMix', alpha=1.0)
-    ]))
+    ])
 
 train_dataloader = dict(batch_size=128)
 val_dataloader = dict(batch_size=128)

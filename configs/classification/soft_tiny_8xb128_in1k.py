@@ -5,34 +5,23 @@
 # CutMix 1.0, RandAugment m9-mstd0.5, random erasing 0.25, label smoothing
 # 0.1, drop path 0.1; evaluation at 224 with crop ratio 0.9 (bicubic).
 _base_ = [
+    '../_base_/models/in1k_linear_cls.py',
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
+# The head keeps the base's init (the official one); there is no
+# classifier-level init_cfg, so the backbone keeps its own (official)
+# initialisation.
 model = dict(
-    type='ImageClassifier',
     backbone=dict(
         type='mmlinattn.SOFT',
         arch='tiny',
         out_type='cls_token',
         drop_path_rate=0.1),
     neck=None,
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=512,
-        loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        # the official head init; no classifier-level init_cfg, so the
-        # backbone keeps its own (official) initialisation
-        init_cfg=dict(type='TruncNormal', layer='Linear', std=0.02, bias=0.),
-        cal_acc=False),
-    train_cfg=dict(augments=[
-        dict(type='Mixup', alpha=0.8),
-        dict(type='CutMix', alpha=1.0)
-    ]),
-)
+    head=dict(in_channels=512))
 
 # timm crop_pct 0.9: resize the short edge to int(224 / 0.9) = 248
 test_pipeline = [

@@ -1,6 +1,7 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """The README's two commands, .ci/run, configs, metafiles and the pinned
 environment stay consistent."""
+import ast
 import glob
 import importlib.metadata as metadata
 import os
@@ -33,6 +34,48 @@ def test_readme_has_two_commands_and_ci_runs_the_test_one(repo_root):
 def _configs(repo_root):
     return sorted(glob.glob(osp.join(repo_root, 'configs', '**', '*.py'),
                             recursive=True))
+
+
+def _is_base(path):
+    """``configs/_base_/**`` holds partial configs (a model, a dataset, a
+    schedule) that the real configs inherit; they are not run on their
+    own."""
+    return '_base_' in path.split(os.sep)
+
+
+def _local_bases(path):
+    """The ``_base_`` entries of a config that are files in this repository
+    (not ``mmdet::``-style package bases), as absolute paths."""
+    tree = ast.parse(open(path).read(), path)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == '_base_'
+                for t in node.targets):
+            bases = ast.literal_eval(node.value)
+            bases = [bases] if isinstance(bases, str) else list(bases)
+            return [
+                osp.normpath(osp.join(osp.dirname(path), b)) for b in bases
+                if '::' not in b
+            ]
+    return []
+
+
+def test_every_base_config_is_used(repo_root):
+    """Every file under configs/_base_ is inherited, directly or through
+    another base, by at least one real config, and every local base a config
+    names exists."""
+    configs = [osp.normpath(p) for p in _configs(repo_root)]
+    partial = {p for p in configs if _is_base(osp.relpath(p, repo_root))}
+    assert partial, 'configs/_base_ is empty'
+    reached, todo = set(), [p for p in configs if p not in partial]
+    while todo:
+        for base in _local_bases(todo.pop()):
+            assert osp.isfile(base), base
+            if base not in reached:
+                reached.add(base)
+                todo.append(base)
+    unused = sorted(osp.relpath(p, repo_root) for p in partial - reached)
+    assert not unused, f'no config inherits {unused}'
 
 
 def test_config_basenames_unique(repo_root):
