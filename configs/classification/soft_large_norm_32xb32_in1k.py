@@ -1,28 +1,6 @@
-# SOFT-Large-Norm (config/SOFT_Large_norm.yaml): lr 3.3e-4 per 1024 images,
-# 32 images per GPU. The official main.py scales the yaml lr by the total
-# batch / 1024 and the GPU count is not documented: this config assumes 32
-# GPUs (1024 images); with fewer GPUs pass --auto-scale-lr (base 1024), the
-# same linear rule.
-_base_ = './soft_tiny_8xb128_in1k.py'
+# SOFT-Large-Norm (config/SOFT_Large_norm.yaml): SOFT-Large's recipe (lr
+# 3.3e-4 per 1024 images, 32 GPUs x 32 images) with the symmetric
+# normalisation.
+_base_ = './soft_large_32xb32_in1k.py'
 
-model = dict(backbone=dict(arch='large', sym_norm=True))
-train_dataloader = dict(batch_size=32)
-val_dataloader = dict(batch_size=32)
-test_dataloader = val_dataloader
-base_lr = 3.3e-4
-optim_wrapper = dict(optimizer=dict(lr=base_lr))
-param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / base_lr,
-        by_epoch=True,
-        begin=0,
-        end=10),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=290,
-        eta_min=5e-5,
-        by_epoch=True,
-        begin=10,
-        end=300),
-]
+model = dict(backbone=dict(sym_norm=True))

@@ -2,7 +2,8 @@
 # 32 images per GPU. The official main.py scales the yaml lr by the total
 # batch / 1024 and the GPU count is not documented: this config assumes 32
 # GPUs (1024 images); with fewer GPUs pass --auto-scale-lr (base 1024), the
-# same linear rule.
+# same linear rule. The other 32 x 32 SOFT configs (-Medium-Norm, -Large,
+# -Huge and their -Norm) inherit from this file.
 _base_ = './soft_tiny_8xb128_in1k.py'
 
 model = dict(backbone=dict(arch='medium'))
@@ -11,18 +12,8 @@ val_dataloader = dict(batch_size=32)
 test_dataloader = val_dataloader
 base_lr = 3.5e-4
 optim_wrapper = dict(optimizer=dict(lr=base_lr))
+# SOFT-Tiny's schedule; the warm-up still starts at 1e-6.
 param_scheduler = [
-    dict(
-        type='LinearLR',
-        start_factor=1e-6 / base_lr,
-        by_epoch=True,
-        begin=0,
-        end=10),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=290,
-        eta_min=5e-5,
-        by_epoch=True,
-        begin=10,
-        end=300),
+    dict(_base_.param_scheduler[0], start_factor=1e-6 / base_lr),
+    _base_.param_scheduler[1],
 ]
