@@ -7,7 +7,7 @@
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py', 'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_160k.py'
+    '../_base_/schedules/ade20k_adamw_swin_160k.py'
 ]
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
@@ -32,10 +32,6 @@ model = dict(
     auxiliary_head=dict(in_channels=384, num_classes=150))
 
 optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(
-        type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         custom_keys={
@@ -43,19 +39,6 @@ optim_wrapper = dict(
             '.gamma': dict(decay_mult=0.0),
             '.ls': dict(decay_mult=0.0),
         }))
-
-param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(
-        type='PolyLR',
-        eta_min=0.0,
-        power=1.0,
-        begin=1500,
-        end=160000,
-        by_epoch=False,
-    )
-]
 
 train_dataloader = dict(batch_size=2)
 val_dataloader = dict(batch_size=1)
