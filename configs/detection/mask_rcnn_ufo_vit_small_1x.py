@@ -8,7 +8,12 @@
 # ImageNet weights: train configs/classification/ufo_vit_small_8xb128_in1k.py
 # (no official UFO-ViT weights exist) and point `checkpoint` at the result,
 # or override with --cfg-options model.backbone.init_cfg.checkpoint=...
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_instance.py',
+    '../_base_/schedules/coco_adamw_swin_1x.py',
+    'mmdet::_base_/default_runtime.py'
+]
 custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/ufo_vit_small_8xb128_in1k.pth'  # noqa
@@ -28,28 +33,7 @@ model = dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(in_channels=[384, 384, 384, 384]))
 
-max_epochs = 12
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-        end=1000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[8, 11],
-        gamma=0.1)
-]
 optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(
-        _delete_=True,
-        type='AdamW',
-        lr=0.0001,
-        betas=(0.9, 0.999),
-        weight_decay=0.05),
     paramwise_cfg=dict(
         norm_decay_mult=0.0,
         custom_keys={
