@@ -1,9 +1,10 @@
-# The ImageNet-1k classifier around every family's backbone, as the official
-# timm-based trainers (FLatten, LITv2, SOFT, UFO-ViT/DeiT) build it: a
-# linear head over 1000 classes with label smoothing 0.1 and a truncated-
-# normal init, Mixup 0.8 / CutMix 1.0 switching with probability 0.5.
-# Configs add the backbone and the head's `in_channels`; a backbone that
-# pools itself (cls token) sets `neck=None`.
+# The ImageNet-1k classifier around the backbone, as the official timm-based
+# trainers of FLatten (Swin, CSwin, PVT), LITv2 and SOFT build it: a linear
+# head over 1000 classes with label smoothing 0.1 and a truncated-normal
+# init, Mixup 0.8 / CutMix 1.0 switching with probability 0.5. Configs add
+# the backbone and the head's `in_channels`; a backbone that pools itself
+# (cls token) sets `neck=None`. (UFO-ViT's DeiT head has no bias init and no
+# `cal_acc` key, so its config states its own classifier.)
 model = dict(
     type='ImageClassifier',
     neck=dict(type='GlobalAveragePooling'),
