@@ -225,8 +225,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-    from get_flops import build_model, parse_shape
+    from mmlinattn.utils.model_builder import build_model, parse_shape
 
     if args.threads:
         torch.set_num_threads(args.threads)

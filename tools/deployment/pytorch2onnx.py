@@ -35,10 +35,9 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 import torch.nn as nn
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.config import Config, DictAction
 
-import mmlinattn  # noqa: F401  (registers every backbone)
+from mmlinattn.utils.model_builder import build_model as build_tool_model
 
 
 class TensorOutputs(nn.Module):
@@ -108,7 +107,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         default=(224, 224),
         help='example input HxW for tracing (default 224x224)')
     parser.add_argument(
-        '--batch', type=int, default=2, help='example batch size (>= 2 keeps '
+        '--batch',
+        type=int,
+        default=2,
+        help='example batch size (>= 2 keeps '
         'the batch dimension dynamic)')
     parser.add_argument('--in-channels', type=int, default=3)
     parser.add_argument('--opset', type=int, default=18)
@@ -139,46 +141,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def build_model(args: argparse.Namespace) -> nn.Module:
     """The model to export, in eval mode, with ``--checkpoint`` loaded."""
     options = dict(args.cfg_options)
-    if osp.isfile(args.model):
-        cfg = Config.fromfile(args.model)
-        cfg.merge_from_dict(options)
-        if args.arch is not None:
-            cfg.model.get('backbone', cfg.model).arch = args.arch
-        init_default_scope(cfg.get('default_scope', 'mmengine'))
-        if args.part == 'backbone':
-            model_cfg = cfg.model.get('backbone', cfg.model)
-        else:
-            if 'Classifier' not in cfg.model.get('type', ''):
-                raise ValueError(
-                    '--part model exports mmpretrain classifiers only; '
-                    'detectors and segmentors need their post-processing '
-                    '(use mmdeploy), or export --part backbone')
-            model_cfg = cfg.model
-        model_cfg = ConfigDict(model_cfg)
-        model_cfg.pop('init_cfg', None)
-        if 'backbone' in model_cfg:
-            model_cfg.backbone.pop('init_cfg', None)
-    else:
-        model_cfg = ConfigDict(type=args.model, **options)
-        if args.arch is not None:
-            model_cfg.arch = args.arch
-    model = MODELS.build(model_cfg)
-    if args.checkpoint:
-        prefix = 'backbone.' if args.part == 'backbone' else ''
-        state = torch.load(
-            args.checkpoint, map_location='cpu', weights_only=True)
-        state = state.get('state_dict', state)
-        if prefix and any(k.startswith(prefix) for k in state):
-            state = {
-                k[len(prefix):]: v
-                for k, v in state.items() if k.startswith(prefix)
-            }
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise RuntimeError(
-                f'{args.checkpoint} does not match the model: missing '
-                f'{missing[:10]}, unexpected {unexpected[:10]}')
-    return model.eval()
+    if not osp.isfile(args.model):  # a registered backbone
+        return build_tool_model(
+            backbone=args.model,
+            arch=args.arch,
+            backbone_args=options,
+            checkpoint=args.checkpoint)[0]
+    if args.part == 'model' and 'Classifier' not in Config.fromfile(
+            args.model).model.get('type', ''):
+        raise ValueError('--part model exports mmpretrain classifiers only; '
+                         'detectors and segmentors need their post-processing '
+                         '(use mmdeploy), or export --part backbone')
+    return build_tool_model(
+        config=args.model,
+        arch=args.arch,
+        cfg_options=options,
+        backbone_only=args.part == 'backbone',
+        checkpoint=args.checkpoint,
+        tensor_mode=False)[0]
 
 
 def export(model: nn.Module, args: argparse.Namespace) -> List[str]:
@@ -207,7 +187,9 @@ def export(model: nn.Module, args: argparse.Namespace) -> List[str]:
     elif not args.static:
         axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
         for name in output_names:
-            axes[name] = {0: 'batch'} if classifier else {
+            axes[name] = {
+                0: 'batch'
+            } if classifier else {
                 0: 'batch',
                 2: f'{name}_height',
                 3: f'{name}_width'

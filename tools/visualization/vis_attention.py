@@ -251,29 +251,13 @@ def draw(image: np.ndarray,
 
 
 def build_backbone(args: argparse.Namespace) -> nn.Module:
-    import mmlinattn  # noqa: F401  (registers the models)
-    from mmlinattn.registry import MODELS
+    from mmlinattn.utils.model_builder import build_model
     if args.config:
-        from mmengine.config import Config
-        cfg = Config.fromfile(args.config)
-        backbone = cfg.model.backbone if 'model' in cfg else cfg.backbone
-        backbone = dict(backbone)
-        backbone.pop('init_cfg', None)
-        backbone.pop('_delete_', None)
-    else:
-        backbone = dict(type=args.backbone, arch=args.arch)
-    model = MODELS.build(backbone)
-    if args.checkpoint:
-        state = torch.load(
-            args.checkpoint, map_location='cpu', weights_only=True)
-        state = state.get('state_dict', state)
-        if any(k.startswith('backbone.') for k in state):
-            state = {
-                k[len('backbone.'):]: v
-                for k, v in state.items() if k.startswith('backbone.')
-            }
-        model.load_state_dict(state, strict=True)
-    return model.eval()
+        return build_model(
+            config=args.config, backbone_only=True,
+            checkpoint=args.checkpoint)[0]
+    return build_model(
+        backbone=args.backbone, arch=args.arch, checkpoint=args.checkpoint)[0]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
