@@ -66,6 +66,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from mmlinattn.utils.benchmarking import (PeakMemory, analyze, autocast,
+                                          device_name, environment,
+                                          fit_exponent, synchronize, time_fn)
+
 Grid = Tuple[int, int]
 
 PRESETS = {
@@ -231,7 +235,6 @@ def _is_oom(error: BaseException) -> bool:
 
 def run_case(case: Dict) -> Dict:
     """Time and measure one (layer, grid, mode) in this process."""
-    from benchmark import PeakMemory, autocast, synchronize, time_fn
     if case.get('threads'):
         torch.set_num_threads(case['threads'])
     torch.manual_seed(0)
@@ -291,7 +294,6 @@ def run_case(case: Dict) -> Dict:
             img_per_s=B / timing['median_s'],
             peak_mem_mb=None if peak is None else peak / 2**20)
         if mode == 'forward' and case.get('flops'):
-            from get_flops import analyze
             x1 = x[:1].detach()
             record['macs'] = analyze(layer.eval(), (x1, ))['flops']
     except Exception as error:  # noqa: BLE001  (recorded, not raised)
@@ -330,21 +332,6 @@ def _extrapolate(points: List[Tuple[int, float]],
             k = math.log(v1 / v0) / math.log(n1 / n0)
     k = min(max(k, 1.), max_k)
     return v1 * (tokens / n1)**k
-
-
-def fit_exponent(points: Sequence[Tuple[int, float]], lo: int,
-                 hi: int) -> Tuple[Optional[float], int]:
-    """Least-squares k of ``time ~ tokens^k`` over points with
-    ``lo <= tokens <= hi``; (None, n) with fewer than two points."""
-    pts = [(math.log(n), math.log(t)) for n, t in points
-           if lo <= n <= hi and t > 0]
-    if len(pts) < 2:
-        return None, len(pts)
-    mx = sum(p[0] for p in pts) / len(pts)
-    my = sum(p[1] for p in pts) / len(pts)
-    sxx = sum((p[0] - mx)**2 for p in pts)
-    sxy = sum((p[0] - mx) * (p[1] - my) for p in pts)
-    return sxy / sxx, len(pts)
 
 
 def _run_isolated(case: Dict, timeout: float) -> Dict:
@@ -463,10 +450,11 @@ def scaling_rows(rows: List[Dict], fit_range: Sequence[int]) -> List[Dict]:
                if (r['attention'],
                    r['mode']) == (attention, mode) and r['status'] == 'ok']
         k, n = fit_exponent(pts, *fit_range)
-        mac_k, _ = fit_exponent([(r['tokens'], r['macs']) for r in rows
-                                 if (r['attention'], r['mode']) == (
-                                     attention, 'forward') and r.get('macs')],
-                                *fit_range)
+        mac_k, _ = fit_exponent(
+            [(r['tokens'], r['macs']) for r in rows
+             if (r['attention'], r['mode']) == (attention,
+                                                'forward') and r.get('macs')],
+            *fit_range)
         covered = [p[0] for p in pts if fit_range[0] <= p[0] <= fit_range[1]]
         out.append(
             dict(
@@ -525,8 +513,7 @@ def markdown_tables(rows: List[Dict], scaling: List[Dict], opts: Dict) -> str:
     if any(s['k'] is not None for s in scaling):
         lines += [
             '\n**fitted exponent k (time ~ N^k; MACs ~ N^k_MACs, forward)'
-            '**\n',
-            '| attention | mode | k | k_MACs | points | tokens |',
+            '**\n', '| attention | mode | k | k_MACs | points | tokens |',
             '|---|---|---:|---:|---:|---|'
         ]
         for s in scaling:
@@ -666,12 +653,10 @@ def resolve_options(args: argparse.Namespace) -> Dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(run_case(json.loads(args.worker))))
         return
-    from benchmark import device_name, environment
     opts = resolve_options(args)
     device = torch.device(opts['device'])
     if opts.get('threads'):
@@ -693,9 +678,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     meta['loadavg_after'] = [round(v, 2) for v in os.getloadavg()]
     write_csv(osp.join(args.out_dir, 'results.csv'), rows, CSV_FIELDS)
     write_csv(
-        osp.join(args.out_dir, 'scaling.csv'), scaling,
-        ['attention', 'mode', 'k', 'macs_k', 'points', 'tokens_from',
-         'tokens_to'])
+        osp.join(args.out_dir, 'scaling.csv'), scaling, [
+            'attention', 'mode', 'k', 'macs_k', 'points', 'tokens_from',
+            'tokens_to'
+        ])
     tables = markdown_tables(rows, scaling, opts)
     with open(osp.join(args.out_dir, 'results.md'), 'w') as f:
         f.write(tables)

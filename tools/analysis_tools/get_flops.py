@@ -26,58 +26,12 @@ Examples::
 """
 import argparse
 import json
-import logging
-import warnings
-from collections import Counter
-from typing import Dict, Tuple
 
 import torch
-import torch.nn as nn
 from mmengine.config import DictAction
 
+from mmlinattn.utils.benchmarking import analyze
 from mmlinattn.utils.model_builder import build_model, parse_shape
-
-
-def analyze(model: nn.Module,
-            inputs: Tuple[torch.Tensor, ...],
-            table_depth: int = 0) -> Dict:
-    """Params, FLOPs (multiply-adds; total and per operator kind),
-    activations and the ops that were not counted, from one traced forward
-    of ``model(*inputs)``."""
-    from mmengine.analysis import (ActivationAnalyzer, FlopAnalyzer,
-                                   parameter_count)
-    from mmengine.analysis.print_helper import complexity_stats_table
-    from mmengine.logging import MMLogger
-
-    from mmlinattn.utils.flops import register_flop_handles
-    register_flop_handles()
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # the unsupported ops are reported below
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter('ignore')  # tracer warnings
-            flops = FlopAnalyzer(model, inputs)
-            flops.unsupported_ops_warnings(False)
-            flops.uncalled_modules_warnings(False)
-            total_flops = flops.total()
-            by_operator = dict(flops.by_operator())
-            acts = ActivationAnalyzer(model, inputs)
-            acts.unsupported_ops_warnings(False)
-            acts.uncalled_modules_warnings(False)
-            total_acts = acts.total()
-            table = complexity_stats_table(
-                flops, max_depth=table_depth,
-                activations=acts) if table_depth else ''
-    finally:
-        logger.setLevel(level)
-    return dict(
-        params=parameter_count(model)[''],
-        flops=total_flops,
-        flops_by_operator=by_operator,
-        activations=total_acts,
-        not_counted=dict(Counter(flops.unsupported_ops())),
-        table=table)
 
 
 def parse_args() -> argparse.Namespace:
