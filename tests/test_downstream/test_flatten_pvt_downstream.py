@@ -137,7 +137,7 @@ def test_detector_loss_and_predict(name):
     total, _ = model.parse_losses(losses)
     assert torch.isfinite(total)
     total.backward()
-    assert model.backbone.stages[0].patch_embed.proj.weight.grad is not None
+    assert model.backbone.patch_embed.proj.weight.grad is not None
     model.eval()
     with torch.no_grad():
         results = model(

@@ -13,70 +13,15 @@ import torch.nn as nn
 from mmengine.runner import save_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmlinattn.models import (LITv2, SOFT, FLattenCSWin, FLattenPVT,
-                              FLattenPVTv2, FLattenSwin, PlainViT, UFOViT)
 from mmlinattn.models.utils import LinAttnBackbone, Stage
 from mmlinattn.registry import MODELS
+from mmlinattn.testing import TINY_BACKBONES
 
-# Tiny variants of every backbone: (class, kwargs, output strides).
 BACKBONES = {
-    'SOFT': (SOFT,
-             dict(
-                 arch=dict(
-                     embed_dims=[16, 32, 64, 64],
-                     num_heads=[1, 1, 2, 2],
-                     depths=[1, 1, 1, 1]),
-                 pretrain_img_size=64), (4, 8, 16, 32)),
-    'FLattenPVT': (FLattenPVT,
-                   dict(
-                       arch=dict(
-                           embed_dims=[16, 16, 32, 32],
-                           depths=[1, 1, 1, 1],
-                           num_heads=[1, 1, 2, 2],
-                           mlp_ratios=[2, 2, 2, 2]),
-                       pretrain_img_size=64), (4, 8, 16, 32)),
-    'FLattenPVTv2': (FLattenPVTv2,
-                     dict(
-                         arch=dict(
-                             embed_dims=[16, 16, 32, 32],
-                             depths=[1, 1, 1, 1],
-                             num_heads=[1, 1, 2, 2],
-                             mlp_ratios=[2, 2, 2, 2]),
-                         pretrain_img_size=64), (4, 8, 16, 32)),
-    'FLattenSwin': (FLattenSwin,
-                    dict(
-                        arch=dict(
-                            embed_dims=16,
-                            depths=[1, 1, 2, 2],
-                            num_heads=[1, 2, 2, 4]),
-                        pretrain_img_size=64,
-                        window_size=3), (4, 8, 16, 32)),
-    'FLattenCSWin': (FLattenCSWin,
-                     dict(
-                         arch=dict(
-                             embed_dims=16,
-                             depths=[1, 1, 2, 1],
-                             num_heads=[2, 2, 4, 4]),
-                         pretrain_img_size=64,
-                         split_size=[1, 2, 2, 2]), (4, 8, 16, 32)),
-    'LITv2': (LITv2,
-              dict(
-                  arch=dict(
-                      embed_dims=16, depths=[1, 1, 1, 1],
-                      num_heads=[1, 1, 2, 2]),
-                  with_stage0_norm=True), (4, 8, 16, 32)),
-    'UFOViT': (UFOViT,
-               dict(
-                   arch=dict(embed_dims=32, depth=4, num_heads=2),
-                   img_size=64,
-                   patch_size=8,
-                   out_type='featmap'), (4, 8, 16, 32)),
-    'PlainViT': (PlainViT,
-                 dict(
-                     arch=dict(embed_dims=32, depth=4, num_heads=2),
-                     img_size=64,
-                     patch_size=8), (8, 8, 8, 8)),
+    name: (MODELS.get(name), kwargs, strides)
+    for name, (kwargs, strides) in TINY_BACKBONES.items()
 }
+
 NAMES = sorted(BACKBONES)
 
 
@@ -119,8 +64,8 @@ def test_nchw_outputs_for_any_size(name, size):
         for side, got in zip(size, out.shape[2:]):
             # within one cell of the coarsest grid involved (UFO-ViT's
             # adapters resample its stride-8 grid)
-            assert abs(got - side / stride) <= max(1, 8 / stride), (
-                name, size, out.shape)
+            assert abs(got - side / stride) <= max(1, 8 / stride), (name, size,
+                                                                    out.shape)
 
 
 @pytest.mark.parametrize('name', NAMES)
@@ -174,7 +119,8 @@ def test_frozen_stages_mean_the_same_everywhere(name, frozen_stages):
     covered = {
         id(p)
         for stage in range(-1, model.num_stages)
-        for part in model.stage_parts(stage) for p in params(part)
+        for part in model.stage_parts(stage)
+        for p in params(part)
     }
     assert covered == {id(p) for p in model.parameters()}
 
@@ -259,14 +205,13 @@ OLD_LAYOUT = {
              (r'^stages\.(\d)\.downsample\.', r'stages.\1.patch_embed.'),
              (r'^stages\.3\.(cls_token|cls_pos_embed)$', r'\1'),
              (r'^(stages\.3\.blocks\.\d+\.)mlp\.', r'\1ffn.')],
-    'FLattenPVT': [(r'^patch_embed\.', 'stages.0.patch_embed.'),
-                   (r'^stages\.(\d)\.downsample\.', r'stages.\1.patch_embed.')
-                   ],
-    'FLattenCSWin': [(r'^patch_embed\.', 'stages.0.patch_embed.'),
-                     (r'^stages\.(\d)\.downsample\.',
-                      r'stages.\1.patch_embed.'),
-                     (r'^(stages\.\d\.blocks\.\d+\.)attn\.(qkv|proj)\.',
-                      r'\1\2.')],
+    'FLattenPVT':
+    [(r'^patch_embed\.', 'stages.0.patch_embed.'),
+     (r'^stages\.(\d)\.downsample\.', r'stages.\1.patch_embed.')],
+    'FLattenCSWin':
+    [(r'^patch_embed\.', 'stages.0.patch_embed.'),
+     (r'^stages\.(\d)\.downsample\.', r'stages.\1.patch_embed.'),
+     (r'^(stages\.\d\.blocks\.\d+\.)attn\.(qkv|proj)\.', r'\1\2.')],
     'LITv2': [(r'^stages\.(\d)\.blocks\.', r'layers.\1.blocks.'),
               (r'^stages\.(\d)\.downsample\.',
                lambda m: f'layers.{int(m.group(1)) - 1}.downsample.')],
@@ -316,3 +261,32 @@ def test_deprecated_pretrained_argument(name):
     with pytest.warns(DeprecationWarning):
         model = build(name, pretrained='x.pth')
     assert model.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_layer_depth_for_layer_wise_lr_decay(name):
+    """mmpretrain's convention: stem 0, blocks 1..n through the stages in
+    order, everything after the blocks last."""
+    model = build(name)
+    num_blocks = sum(len(stage.blocks) for stage in model.stages)
+    depths = {
+        n: model.get_layer_depth('backbone.' + n, 'backbone.')
+        for n, _ in model.named_parameters()
+    }
+    assert {total for _, total in depths.values()} == {num_blocks + 2}
+    assert all(depths[n][0] == 0 for n in depths if n.startswith(
+        'patch_embed'))
+    block_ids = []
+    for i, stage in enumerate(model.stages):
+        for j in range(len(stage.blocks)):
+            ids = {d for n, (d, _) in depths.items()
+                   if n.startswith(f'stages.{i}.blocks.{j}.')}
+            assert len(ids) == 1
+            block_ids += ids
+    assert block_ids == list(range(1, num_blocks + 1))
+    assert model.get_layer_depth('head.fc.weight',
+                                 'backbone.') == (num_blocks + 1,
+                                                  num_blocks + 2)
+    for n, (d, _) in depths.items():
+        if n.startswith('norm'):
+            assert d == num_blocks + 1, n

@@ -431,26 +431,6 @@ class UFOViT(LinAttnBackbone):
             return [self.cls_token, self.cls_blocks, self.norm]
         return []
 
-    def get_layer_depth(self,
-                        param_name: str,
-                        prefix: str = '') -> Tuple[int, int]:
-        """Layer id of a parameter for layer-wise learning-rate decay
-        (mmpretrain ``LearningRateDecayOptimWrapperConstructor``): stem 0,
-        block ``i`` (counted through the stages) -> ``i + 1``, everything
-        after the blocks ``depth + 1``.
-        """
-        num_layers = self.depth + 2
-        if not param_name.startswith(prefix):
-            return num_layers - 1, num_layers
-        name = param_name[len(prefix):]
-        if name.startswith(('patch_embed', 'pos_embed')):
-            return 0, num_layers
-        if name.startswith('stages.'):
-            stage, _, block = name.split('.')[1:4]
-            first = self.stage_ends[int(stage) - 1] + 1 if int(stage) else 0
-            return first + int(block) + 1, num_layers
-        return num_layers - 1, num_layers
-
     # ------------------------------------------------------------- forward
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         x, hw = self.patch_embed(x)

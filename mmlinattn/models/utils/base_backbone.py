@@ -227,6 +227,43 @@ class LinAttnBackbone(BaseModule):
                     module.eval()
         return self
 
+    # ------------------------------------------------- layer-wise lr decay
+    def get_layer_depth(self,
+                        param_name: str,
+                        prefix: str = '') -> Tuple[int, int]:
+        """(layer id, number of layers) of a parameter for layer-wise
+        learning-rate decay, mmpretrain's convention (its
+        ``LearningRateDecayOptimWrapperConstructor`` calls this through
+        ``ImageClassifier.get_layer_depth``): the stem is 0, blocks are
+        numbered 1, 2, ... through the stages, a stage's downsampling and
+        position embedding share the id of the block before it, a stage
+        norm that of its last block, and everything after the blocks
+        (output norms, heads, parameters outside ``prefix``) is last.
+        """
+        depths = [len(stage.blocks) for stage in self.stages]
+        num_layers = sum(depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        stem = {
+            id(p)
+            for part in self.stem_parts()
+            for p in
+            ([part] if isinstance(part, nn.Parameter) else part.parameters())
+        }
+        if any(id(p) in stem for n, p in self.named_parameters() if n == name):
+            return 0, num_layers
+        match = re.match(r'stages\.(\d+)\.(?:blocks\.(\d+)\.)?(\w+)', name)
+        if match is None:
+            return num_layers - 1, num_layers
+        stage, block, part = int(match[1]), match[2], match[3]
+        before = sum(depths[:stage])
+        if block is not None:
+            return before + int(block) + 1, num_layers
+        if part == 'norm':
+            return before + depths[stage], num_layers
+        return before, num_layers
+
     # ------------------------------------------------------------ building
     def make_blocks(self,
                     embed_dims: int,
