@@ -11,7 +11,8 @@ SECTIONS = ('## Extension', '## CUDA op tests',
             '## SOFT attention: fused vs reference',
             '## Backbones: forward + backward, fp32 and autocast',
             '## Backbones: throughput and peak memory',
-            '## Gaussian ops: fused vs reference', '## Result')
+            '## Gaussian ops: fused vs reference', '## Dependencies',
+            '## Result')
 FAMILIES = ('SOFT', 'FLattenPVT', 'FLattenPVTv2', 'FLattenSwin',
             'FLattenCSWin', 'LITv2', 'UFOViT')
 
@@ -39,3 +40,5 @@ def test_gpu_check_dry_run(tmp_path, repo_root, subprocess_env):
     timed = report[report.index(SECTIONS[4]):report.index(SECTIONS[5])]
     assert timed.count('| UFOViT |') == 8  # 2 sizes x 2 precisions x 2 modes
     assert 'relative L2 error' in report[report.index(SECTIONS[5]):]
+    # The GPU machine has torch and mmengine only.
+    assert '- imported by this run: none of mmcv, mmdet' in report

@@ -71,6 +71,8 @@ DENSE_ARGS: Dict[str, dict] = {
 # output maps (random init, eval mode).
 AMP_TOL = {'fp16': 1e-2, 'bf16': 5e-2}
 AMP_DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16}
+# Packages the lent GPU machine lacks: this script must not import them.
+NOT_ON_THE_GPU_MACHINE = ('mmcv', 'mmdet', 'mmseg', 'mmpretrain', 'timm')
 # Fused vs reference SOFT attention (fp32): relative L2 error.
 ATTN_TOL = 1e-4
 
@@ -544,6 +546,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         measure_backbones(report, device, sizes)
     with report.section('Gaussian ops: fused vs reference'):
         measure_ops(report, device, sizes)
+    imported = sorted(m for m in NOT_ON_THE_GPU_MACHINE if m in sys.modules)
+    report.add('## Dependencies', '',
+               f'- imported by this run: {", ".join(imported) or "none"} of '
+               f'{", ".join(NOT_ON_THE_GPU_MACHINE)} '
+               f'({report.check(not imported, "dependencies")})', '')
     status = 'FAIL' if report.failures else 'PASS'
     report.add('## Result', '', f'**{status}** in '
                f'{time.perf_counter() - start:.0f} s' +
