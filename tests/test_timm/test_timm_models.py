@@ -303,8 +303,6 @@ def _convert_flatten_swin(state_dict):
         # GlobalAveragePooling after the final norm
         ('flatten_swin_tiny_patch4_224', 'flatten_swin_tiny_8xb128_in1k.py',
          _convert_flatten_swin),
-        # neck None, UFO-ViT's class-attention head (no official layout)
-        ('ufo_vit_tiny', 'ufo_vit_tiny_8xb128_in1k.py', dict),
     ])
 def test_converted_file_gives_mmpretrain_logits(tmp_path, name, config,
                                                 convert):
