@@ -24,7 +24,7 @@ with ``pretrained_cfg_overlay=dict(file=...)`` loads our converted files
 (``{'state_dict': {'backbone.*', 'head.fc.*'}, 'meta'}``). The
 ``pretrained_cfg`` holds each model's official evaluation transform.
 """
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -42,8 +42,9 @@ __all__ = ['LinAttnClassifier', 'checkpoint_filter_fn']
 def _stage_channels_and_reductions(
         backbone: nn.Module) -> Tuple[List[int], List[int]]:
     """Channels and strides of the stage outputs: pyramids (``embed_dims``
-    or ``num_features`` per stage) double the stride of their stem (4)
-    every stage; isotropic backbones (one ``embed_dims``) keep the patch
+    or ``num_features`` per stage) double the stride of their stem
+    (``patch_embed.stride``; 4 for SOFT's conv stem, which has none) every
+    stage; isotropic backbones (one ``embed_dims``) keep the patch
     stride."""
     num_stages = backbone.num_stages
     dims = getattr(backbone, 'embed_dims', None)
@@ -337,7 +338,8 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _make_factory(name: str, backbone: dict):
+def _make_factory(name: str,
+                  backbone: dict) -> Callable[..., LinAttnClassifier]:
     """The timm entry point of ``name`` (``drop_path_rate`` 0 unless given,
     as timm's models)."""
 
