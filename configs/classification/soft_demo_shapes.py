@@ -8,7 +8,8 @@ custom_imports = dict(imports=['mmlinattn'], allow_failed_imports=False)
 # A shrunk SOFT (full SOFT-Tiny: arch='tiny'); head dim 32 as in the paper.
 soft_demo_arch = dict(
     embed_dims=[32, 64, 128, 128], num_heads=[1, 2, 4, 4], depths=[1, 1, 2, 1])
-data_root = 'data/demo/imagenet/'
+# tools/demo.py --data-root sets MMLINATTN_DEMO_DATA
+data_root = '{{$MMLINATTN_DEMO_DATA:data/demo}}/imagenet/'
 classes = ('circle', 'square', 'star', 'triangle')  # sorted folder names
 
 model = dict(
@@ -84,4 +85,6 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=200, by_epoch=False,
                     max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)
+# Same seed, same data order and augmentations, deterministic kernels:
+# two runs on the same machine give the same metrics.
+randomness = dict(seed=0, deterministic=True)

@@ -1,0 +1,14 @@
+# Demo RetinaNet with a small LITv2 (HiLo) backbone: the SOFT demo
+# (retinanet_soft_demo_shapes.py) with only the backbone swapped.
+_base_ = ['./retinanet_soft_demo_shapes.py']
+
+litv2_demo_arch = dict(
+    embed_dims=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8])
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='mmlinattn.LITv2',
+        arch=litv2_demo_arch,
+        drop_path_rate=0.,
+        out_indices=(1, 2, 3)),
+    neck=dict(in_channels=[64, 128, 256]))
