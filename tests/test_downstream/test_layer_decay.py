@@ -55,3 +55,33 @@ def test_layer_wise_lr_decay_groups(name):
     }
     assert norms and all(by_name[n]['weight_decay'] == 0 for n in norms)
     assert by_name['head.fc.weight']['weight_decay'] == 0.05
+
+
+def test_fine_tune_config_builds_layer_decay_groups():
+    """The example fine-tune config: its optimizer wrapper, built by
+    mmengine from the config as a runner would, decays the learning rate
+    from the head (full lr) to the stem (0.65**13)."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(
+        osp.join(repo, 'configs', 'classification',
+                 'plain_vit_small_focused-linear_ft-ld0.65_in1k.py'))
+    init_default_scope('mmpretrain')
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    cfg.model.backbone.update(
+        arch=dict(embed_dims=32, depth=4, num_heads=2), init_cfg=None)
+    cfg.model.head.in_channels = 32
+    model = PRETRAIN_MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    groups = wrapper.optimizer.param_groups
+    lr = cfg.optim_wrapper.optimizer.lr
+    scales = {g['layer_id']: g['lr'] / lr for g in groups}
+    assert sorted(scales) == list(range(6))
+    assert scales[5] == pytest.approx(1.0)
+    assert scales[0] == pytest.approx(0.65**5)
+    by_name = {g['param_name']: g for g in groups}
+    assert by_name['backbone.stages.0.pos_embed']['weight_decay'] == 0
