@@ -72,7 +72,7 @@ def test_arch_and_argument_errors():
         FLattenCSWin('huge')
     with pytest.raises(ValueError, match='Custom arch needs'):
         FLattenCSWin(dict(embed_dims=16, num_heads=[2, 2, 2, 2]))
-    with pytest.raises(ValueError, match='split_size needs 4'):
+    with pytest.raises(ValueError, match='split_size needs one entry per stage'):
         tiny(split_size=[1, 2, 7])
     with pytest.raises(ValueError, match="e.g. 'LLSS'"):
         tiny(attn_type='LLS')

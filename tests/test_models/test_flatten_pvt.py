@@ -77,7 +77,7 @@ def test_arch_errors():
     with pytest.raises(ValueError, match="missing \\['mlp_ratios'\\]"):
         FLattenPVT(
             arch=dict(embed_dims=[8] * 4, depths=[1] * 4, num_heads=[1] * 4))
-    with pytest.raises(ValueError, match='needs 4 values'):
+    with pytest.raises(ValueError, match='needs one entry per stage'):
         FLattenPVT(arch=dict(TINY, depths=[1, 1, 1]))
     with pytest.raises(ValueError, match="attn_type must be 4 characters"):
         tiny(FLattenPVT, attn_type='LLM2')

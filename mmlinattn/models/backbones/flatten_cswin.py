@@ -116,11 +116,8 @@ class FLattenCSWin(LinAttnBackbone):
         arch = self.resolve_arch(arch)
         depths, num_heads = list(arch['depths']), list(arch['num_heads'])
         split_size = list(split_size or arch.get('split_size', [1, 2, 7, 7]))
-        for name, value in (('depths', depths), ('num_heads', num_heads),
-                            ('split_size', split_size)):
-            if len(value) != self.num_stages or min(value) < 1:
-                raise ValueError(f'{name} needs {self.num_stages} ints >= 1, '
-                                 f'got {value!r}')
+        self.check_per_stage(
+            1, depths=depths, num_heads=num_heads, split_size=split_size)
         self.in_channels = in_channels
         self.pretrain_img_size = int(
             pretrain_img_size or arch.get('pretrain_img_size', 224))

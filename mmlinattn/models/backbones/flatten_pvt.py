@@ -74,19 +74,12 @@ class _FLattenPVTBase(LinAttnBackbone):
         super().__init__(out_indices, frozen_stages, norm_eval, pretrained,
                          init_cfg)
         arch = self.resolve_arch(arch)
-        for key in self.essential_keys:
-            if len(arch[key]) != self.num_stages:
-                raise ValueError(f'arch[{key!r}] needs {self.num_stages} '
-                                 f'values, got {arch[key]!r}')
+        self.check_per_stage(**{k: arch[k] for k in self.essential_keys})
         self.in_channels = in_channels
         self.embed_dims = list(arch['embed_dims'])
         self.depths = list(arch['depths'])
         self.attn_type = _parse_per_stage('attn_type', attn_type, 'LS')
-        for name, ratios in (('la_sr_ratios', la_sr_ratios), ('sr_ratios',
-                                                              sr_ratios)):
-            if len(ratios) != self.num_stages or min(ratios) < 1:
-                raise ValueError(f'{name} must be {self.num_stages} ints '
-                                 f'>= 1, got {ratios!r}')
+        self.check_per_stage(1, la_sr_ratios=la_sr_ratios, sr_ratios=sr_ratios)
         if isinstance(pretrain_img_size, int):
             pretrain_img_size = (pretrain_img_size, pretrain_img_size)
         self.pretrain_img_size = tuple(pretrain_img_size)

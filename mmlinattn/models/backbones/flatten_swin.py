@@ -50,7 +50,9 @@ class SwinPatchMerging(nn.Module):
         B, N, C = x.shape
         H, W = hw
         x = x.view(B, H, W, C)
-        if H % 2 or W % 2:
+        # always pads while exporting (a zero-width pad is a no-op): no
+        # branch on the traced size
+        if torch.onnx.is_in_onnx_export() or H % 2 or W % 2:
             x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
         x = torch.cat([x[:, i::2, j::2] for j in (0, 1) for i in (0, 1)], -1)
         hw = (x.shape[1], x.shape[2])
@@ -133,9 +135,7 @@ class FLattenSwin(LinAttnBackbone):
                          init_cfg)
         arch = self.resolve_arch(arch)
         depths, num_heads = list(arch['depths']), list(arch['num_heads'])
-        if len(depths) != self.num_stages or len(num_heads) != self.num_stages:
-            raise ValueError(f'arch needs {self.num_stages} depths and '
-                             f'num_heads, got {depths!r}, {num_heads!r}')
+        self.check_per_stage(1, depths=depths, num_heads=num_heads)
         self.in_channels = in_channels
         self.pretrain_img_size = int(
             pretrain_img_size or arch.get('pretrain_img_size', 224))

@@ -258,12 +258,12 @@ class LITv2(LinAttnBackbone):
         dims = arch['embed_dims']
         if isinstance(dims, int):
             dims = [dims * 2**i for i in range(self.num_stages)]
-        for name, value in (('depths', depths), ('num_heads', num_heads),
-                            ('embed_dims', dims), ('local_ws', local_ws),
-                            ('has_msa', has_msa)):
-            if len(value) != self.num_stages:
-                raise ValueError(f'{name} needs one entry per stage '
-                                 f'({self.num_stages}), got {list(value)}')
+        self.check_per_stage(
+            depths=depths,
+            num_heads=num_heads,
+            embed_dims=dims,
+            local_ws=local_ws,
+            has_msa=has_msa)
         self.in_channels = in_channels
         self.num_features = list(dims)
         self.patch_size = patch_size

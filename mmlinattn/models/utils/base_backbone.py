@@ -167,6 +167,19 @@ class LinAttnBackbone(BaseModule):
                              f'{missing}')
         return dict(arch)
 
+    def check_per_stage(self,
+                        minimum: Optional[int] = None,
+                        **values: Sequence) -> None:
+        """Every ``name=sequence`` has one entry per stage (each at least
+        ``minimum`` if given); the error names the argument."""
+        for name, value in values.items():
+            if len(value) != self.num_stages or (minimum is not None
+                                                 and min(value) < minimum):
+                at_least = '' if minimum is None else f' (each >= {minimum})'
+                raise ValueError(f'{name} needs one entry per stage '
+                                 f'({self.num_stages}){at_least}, got '
+                                 f'{list(value)!r}')
+
     @staticmethod
     def parse_out_indices(out_indices: Union[int, Sequence[int]],
                           num_stages: int) -> Tuple[int, ...]:
