@@ -14,7 +14,7 @@ from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.registry import register_model
-from ..utils import (resize_grid_table_on_load, resize_pos_embed,
+from ..utils import (head_dims, resize_grid_table_on_load, resize_pos_embed,
                      run_in_float32)
 
 Grid = Tuple[int, int]
@@ -174,9 +174,7 @@ class FocusedLinearAttention(BaseModule):
                  pos_interp_mode: str = 'bicubic',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
+        head_dims(embed_dims, num_heads)
         if not (isinstance(focusing_factor, (int, float))
                 and math.isfinite(focusing_factor) and focusing_factor > 0):
             raise ValueError(

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
+from ..utils import head_dims
 
 
 @register_model()
@@ -61,9 +62,7 @@ class HiLoAttention(nn.Module):
                  qkv_bias: bool = True,
                  qk_scale: Optional[float] = None):
         super().__init__()
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims {embed_dims} must be divisible by '
-                             f'num_heads {num_heads}')
+        head_dims(embed_dims, num_heads)
         if not 0. <= alpha <= 1.:
             raise ValueError(f'alpha is the fraction of heads given to Lo-Fi '
                              f'attention and must be in [0, 1], got {alpha}')

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import run_in_float32
+from ..utils import head_dims, run_in_float32
 
 
 def elu_linear_attention(q: torch.Tensor,
@@ -46,9 +46,7 @@ class LinearAttention(nn.Module):
                  qkv_bias: bool = True,
                  proj_drop: float = 0.):
         super().__init__()
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
+        head_dims(embed_dims, num_heads)
         self.num_heads = num_heads
         self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         self.proj = nn.Linear(embed_dims, embed_dims)

@@ -22,6 +22,7 @@ from torch.autograd.function import once_differentiable
 from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
                            gaussian_kernel_t_matmul, ops_backend)
 from mmlinattn.registry import register_model
+from ..utils import head_dims
 
 NEWTON_VARIANTS = ('a', 'b', 'b_per_matrix')
 KERNEL_METHODS = ('expand', 'exact')
@@ -237,9 +238,7 @@ class SoftmaxFreeAttention(nn.Module):
                  qkv_bias: bool = True,
                  grid: Optional[Tuple[int, int]] = None):
         super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by '
-                             f'num_heads {num_heads}')
+        head_dims(embed_dims, num_heads)
         if newton_variant is None:
             newton_variant = 'b' if sym_norm else 'a'
         for name, value, valid in (('newton_variant', newton_variant,

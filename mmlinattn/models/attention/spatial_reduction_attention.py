@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
+from ..utils import head_dims
 
 Grid = Tuple[int, int]
 
@@ -43,9 +44,7 @@ class SpatialReductionAttention(nn.Module):
                  attn_drop: float = 0.,
                  proj_drop: float = 0.):
         super().__init__()
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
+        head_dims(embed_dims, num_heads)
         if int(sr_ratio) != sr_ratio or sr_ratio < 1:
             raise ValueError(f'sr_ratio must be an int >= 1, got {sr_ratio!r}')
         self.num_heads = num_heads

@@ -1,6 +1,6 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 from .attention_builder import (attention_class, build_attention,
-                                flatten_attn_cfgs, parse_attn_type,
+                                flatten_attn_cfgs, head_dims, parse_attn_type,
                                 per_block_attn_cfgs)
 from .base_backbone import LinAttnBackbone, Stage, tokens_to_nchw
 from .blocks import TransformerBlock
@@ -15,7 +15,7 @@ from .window import (pad_to_multiple, padding_key_mask, region_mask,
                      window_partition, window_reverse)
 
 __all__ = [
-    'attention_class', 'build_attention', 'flatten_attn_cfgs',
+    'attention_class', 'build_attention', 'flatten_attn_cfgs', 'head_dims',
     'parse_attn_type', 'per_block_attn_cfgs', 'LinAttnBackbone', 'Stage',
     'tokens_to_nchw', 'TransformerBlock', 'ConvPatchEmbed', 'DWConv', 'Mlp',
     'build_drop_path', 'checkpoint_call', 'resize_grid_table_on_load',

@@ -126,3 +126,13 @@ def flatten_attn_cfgs(attn_cfg: Union[None, dict, Sequence[dict]],
     return per_block_attn_cfgs(
         attn_cfg, [[linear if kind == 'L' else softmax for kind in kinds]
                    for kinds in parse_attn_type(attn_type, depths)], depths)
+
+
+def head_dims(embed_dims: int, num_heads: int) -> int:
+    """Channels per head; a clear error when the heads do not divide the
+    width (every attention layer checks this at construction)."""
+    if num_heads < 1 or embed_dims % num_heads:
+        raise ValueError(
+            f'embed_dims {embed_dims} is not divisible by num_heads '
+            f'{num_heads}: choose num_heads dividing embed_dims')
+    return embed_dims // num_heads
