@@ -31,12 +31,11 @@ a self-distance diagonal; it is matmul-bound and always runs in PyTorch).
 """
 import contextlib
 import threading
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import ContextManager, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd import Function
-from torch.autograd.function import once_differentiable
 
 from .ext_loader import ext_has_cuda, ext_module
 
@@ -83,11 +82,13 @@ def _check_inputs(
         if not isinstance(t, Tensor):
             raise TypeError(f'{op}: {name} must be a torch.Tensor, got '
                             f'{type(t).__name__}')
-    shapes = ', '.join(f'{n}={tuple(t.shape)}' for n, t in named)
+    def shapes() -> str:  # only built for an error message (not traced)
+        return ', '.join(f'{n}={tuple(t.shape)}' for n, t in named)
+
     for name, t in named:
         if t.dim() != 4:
             raise ValueError(f'{op}: expected 4-D (B, h, L, C) tensors, got '
-                             f'{name} with {t.dim()} dims ({shapes}); '
+                             f'{name} with {t.dim()} dims ({shapes()}); '
                              'split the heads first, e.g. '
                              'x.view(B, L, h, C).transpose(1, 2)')
     first_name, first = named[0]
@@ -97,12 +98,12 @@ def _check_inputs(
                             'of float16, bfloat16, float32, float64')
         if t.dtype != first.dtype:
             raise TypeError(f'{op}: mixed dtypes {first_name}={first.dtype} '
-                            f'and {name}={t.dtype} ({shapes}); cast them to '
+                            f'and {name}={t.dtype} ({shapes()}); cast them to '
                             'one dtype')
         if t.device != first.device:
             raise ValueError(f'{op}: tensors on different devices: '
                              f'{first_name} on {first.device}, {name} on '
-                             f'{t.device} ({shapes}); move them to one '
+                             f'{t.device} ({shapes()}); move them to one '
                              'device')
     for name, t in named[1:]:
         if t.shape[:2] != first.shape[:2]:
@@ -120,7 +121,7 @@ def _check_inputs(
         if t.shape[2] != rows[of]:
             raise ValueError(f'{op}: {name}={tuple(t.shape)} needs '
                              f'{rows[of]} rows (dim 2), one per row of {of} '
-                             f'({shapes})')
+                             f'({shapes()})')
 
 
 def _check_method(op: str, method: str) -> None:
@@ -276,59 +277,134 @@ def gaussian_kernel_t_matmul_reference(
 
 
 # ---------------------------------------------------------------------------
-# compiled ops (mmlinattn._ext)
+# compiled ops (mmlinattn._ext) as PyTorch custom operators
 # ---------------------------------------------------------------------------
-class SqDistFunction(Function):
+# ``torch.ops.mmlinattn.*`` wrap the pybind functions of ``mmlinattn._ext``
+# with a fake (meta) kernel and a registered autograd formula, so that
+# ``torch.compile`` traces them as single graph nodes (no graph break),
+# ``torch.jit.trace`` records them as ``mmlinattn::<name>`` (the FLOP
+# handles of :mod:`mmlinattn.utils.flops` are keyed on that), and
+# ``torch.library.opcheck`` can test them. The backward ops have no autograd
+# formula themselves: the compiled ops are once-differentiable (the
+# references support double backward).
+def _no_autocast(t: Tensor) -> ContextManager:
+    """Autocast off inside an op: the nested ATen calls of the extension
+    (casts, GEMMs of the backward) must keep fp32 / fp64."""
+    if _autocast_enabled(t.device.type):
+        return torch.autocast(device_type=t.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+@torch.library.custom_op('mmlinattn::gaussian_sqdist', mutates_args=())
+def _sqdist_op(q: Tensor, k: Tensor, apply_exp: bool) -> Tensor:
     """Exact squared distances (``apply_exp=False``) or the Gaussian kernel
-    ``exp(-d/2)`` (``apply_exp=True``) in one pass of ``mmlinattn._ext``."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, apply_exp: bool) -> Tensor:
+    ``exp(-d/2)`` (``apply_exp=True``) of q (B, h, N, d) and k (B, h, M, d)
+    in one pass of ``mmlinattn._ext``; (B, h, N, M)."""
+    with _no_autocast(q):
         out = ext_module.gaussian_sqdist_forward(_flat(q), _flat(k), apply_exp)
-        ctx.save_for_backward(q, k, out if apply_exp else None)
-        return out.view(*q.shape[:-1], k.shape[-2])
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tuple[Tensor, Tensor, None]:
-        q, k, kernel = ctx.saved_tensors
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            grad_q, grad_k = ext_module.gaussian_sqdist_backward(
-                _flat(grad), _flat(q), _flat(k), kernel)
-        return grad_q.view_as(q), grad_k.view_as(k), None
+    return out.view(*q.shape[:-1], k.shape[-2])
 
 
-class GaussianKernelMatmulFunction(Function):
+@_sqdist_op.register_fake
+def _(q: Tensor, k: Tensor, apply_exp: bool) -> Tensor:
+    return q.new_empty(*q.shape[:-1], k.shape[-2])
+
+
+@torch.library.custom_op(
+    'mmlinattn::gaussian_sqdist_backward', mutates_args=())
+def _sqdist_backward_op(grad: Tensor, q: Tensor, k: Tensor,
+                        kernel: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """(dq, dk) of :func:`_sqdist_op`, of ``exp(-d/2)`` given its output
+    ``kernel``: two GEMMs in fp32 (fp64)."""
+    with _no_autocast(q):
+        grad_q, grad_k = ext_module.gaussian_sqdist_backward(
+            _flat(grad), _flat(q), _flat(k),
+            None if kernel is None else _flat(kernel))
+    return grad_q.view(q.shape), grad_k.view(k.shape)
+
+
+@_sqdist_backward_op.register_fake
+def _(grad: Tensor, q: Tensor, k: Tensor,
+      kernel: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    return q.new_empty(q.shape), k.new_empty(k.shape)
+
+
+def _sqdist_setup_context(ctx, inputs, output) -> None:
+    q, k, apply_exp = inputs
+    ctx.save_for_backward(q, k, output if apply_exp else None)
+
+
+def _sqdist_backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+    q, k, kernel = ctx.saved_tensors
+    grad_q, grad_k = _sqdist_backward_op(grad, q, k, kernel)
+    return grad_q, grad_k, None
+
+
+_sqdist_op.register_autograd(
+    _sqdist_backward, setup_context=_sqdist_setup_context)
+
+
+@torch.library.custom_op('mmlinattn::gaussian_kernel_matmul', mutates_args=())
+def _kernel_matmul_op(p: Tensor, o: Tensor, x: Tensor) -> Tensor:
     """Fused, memory-linear ``exp(-sqdist(p, o) / 2) @ x`` of
-    ``mmlinattn._ext``; p (B, h, R, d), o (B, h, C, d), x (B, h, C, e)."""
+    ``mmlinattn._ext``; p (B, h, R, d), o (B, h, C, d), x (B, h, C, e)
+    -> (B, h, R, e)."""
+    with _no_autocast(p):
+        out = ext_module.gaussian_kernel_matmul_forward(
+            _flat(p), _flat(o), _flat(x))
+    return out.view(*p.shape[:-1], x.shape[-1])
 
-    @staticmethod
-    def forward(ctx, p: Tensor, o: Tensor, x: Tensor) -> Tensor:
-        p3, o3, x3 = _flat(p), _flat(o), _flat(x)
-        out = ext_module.gaussian_kernel_matmul_forward(p3, o3, x3)
-        ctx.save_for_backward(p, o, x)
-        return out.view(*p.shape[:-1], x.shape[-1])
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
-        p, o, x = ctx.saved_tensors
-        p3, o3, x3, g3 = _flat(p), _flat(o), _flat(x), _flat(grad)
-        need_p, need_o, need_x = ctx.needs_input_grad
-        grad_p = grad_o = grad_x = None
-        with torch.autocast(device_type=p.device.type, enabled=False):
-            if need_p:
-                # s_rc = K_rc (g_r . x_c); dp_r = sum_c s_rc (o_c - p_r)
-                grad_p, _ = ext_module.gaussian_kernel_matmul_backward(
-                    p3, o3, g3, x3, False)
-                grad_p = grad_p.view_as(p)
-            if need_o or need_x:
-                # do_c = sum_r s_rc (p_r - o_c); dx_c = sum_r K_rc g_r
-                grad_o, grad_x = ext_module.gaussian_kernel_matmul_backward(
-                    o3, p3, x3, g3, need_x)
-                grad_o = grad_o.view_as(o) if need_o else None
-                grad_x = grad_x.view_as(x) if need_x else None
-        return grad_p, grad_o, grad_x
+@_kernel_matmul_op.register_fake
+def _(p: Tensor, o: Tensor, x: Tensor) -> Tensor:
+    return p.new_empty(*p.shape[:-1], x.shape[-1])
+
+
+@torch.library.custom_op(
+    'mmlinattn::gaussian_kernel_matmul_backward', mutates_args=())
+def _kernel_matmul_backward_op(p: Tensor, o: Tensor, a: Tensor, b: Tensor,
+                               with_kb: bool) -> List[Tensor]:
+    """``[dp]`` or ``[dp, K(p, o) b]`` with ``s_rc = K_rc (a_r . b_c)``,
+    ``dp_r = sum_c s_rc (o_c - p_r)`` (one fused pass of the extension)."""
+    with _no_autocast(p):
+        grad_p, kb = ext_module.gaussian_kernel_matmul_backward(
+            _flat(p), _flat(o), _flat(a), _flat(b), with_kb)
+    grad_p = grad_p.view(p.shape)
+    if not with_kb:
+        return [grad_p]
+    return [grad_p, kb.view(*p.shape[:-1], b.shape[-1])]
+
+
+@_kernel_matmul_backward_op.register_fake
+def _(p: Tensor, o: Tensor, a: Tensor, b: Tensor,
+      with_kb: bool) -> List[Tensor]:
+    grad_p = p.new_empty(p.shape)
+    if not with_kb:
+        return [grad_p]
+    return [grad_p, p.new_empty(*p.shape[:-1], b.shape[-1])]
+
+
+def _kernel_matmul_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _kernel_matmul_backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+    p, o, x = ctx.saved_tensors
+    need_p, need_o, need_x = ctx.needs_input_grad
+    grad_p = grad_o = grad_x = None
+    if need_p:
+        # s_rc = K_rc (g_r . x_c); dp_r = sum_c s_rc (o_c - p_r)
+        grad_p = _kernel_matmul_backward_op(p, o, grad, x, False)[0]
+    if need_o or need_x:
+        # do_c = sum_r s_rc (p_r - o_c); dx_c = sum_r K_rc g_r
+        grads = _kernel_matmul_backward_op(o, p, x, grad, need_x)
+        grad_o = grads[0] if need_o else None
+        grad_x = grads[1] if need_x else None
+    return grad_p, grad_o, grad_x
+
+
+_kernel_matmul_op.register_autograd(
+    _kernel_matmul_backward, setup_context=_kernel_matmul_setup_context)
 
 
 # ---------------------------------------------------------------------------
@@ -357,7 +433,7 @@ def sqdist(q: Tensor,
     if method == 'expand' or not _use_ext(q, force_reference):
         return sqdist_reference(q, k, method)
     with _fp32_if_autocast([q, k]) as (q, k):
-        return SqDistFunction.apply(q, k, False)
+        return _sqdist_op(q, k, False)
 
 
 def gaussian_kernel(q: Tensor,
@@ -374,7 +450,7 @@ def gaussian_kernel(q: Tensor,
     if method == 'expand' or not _use_ext(q, force_reference):
         return gaussian_kernel_reference(q, k, method)
     with _fp32_if_autocast([q, k]) as (q, k):
-        return SqDistFunction.apply(q, k, True)
+        return _sqdist_op(q, k, True)
 
 
 def gaussian_kernel_matmul(
@@ -399,7 +475,7 @@ def gaussian_kernel_matmul(
     if not _use_ext(q, force_reference):
         return gaussian_kernel_matmul_reference(q, l, x)
     with _fp32_if_autocast([q, l, x]) as (q, l, x):
-        return GaussianKernelMatmulFunction.apply(q, l, x)
+        return _kernel_matmul_op(q, l, x)
 
 
 def gaussian_kernel_t_matmul(
@@ -425,7 +501,7 @@ def gaussian_kernel_t_matmul(
         return gaussian_kernel_t_matmul_reference(q, l, v)
     with _fp32_if_autocast([q, l, v]) as (q, l, v):
         # K(q, l)^T = K(l, q): the same fused op with the point sets swapped.
-        return GaussianKernelMatmulFunction.apply(l, q, v)
+        return _kernel_matmul_op(l, q, v)
 
 
 def ops_backend(t: Optional[Tensor] = None) -> str:

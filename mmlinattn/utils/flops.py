@@ -2,10 +2,12 @@
 """FLOP and activation handles for mmengine's complexity analysis, all in
 one table, registered once when :mod:`mmlinattn` is imported.
 
-An ``autograd.Function`` traces as ``prim::PythonOp.<ClassName>``, which
-mmengine's ``FlopAnalyzer`` reports as unsupported: the Gaussian-kernel ops
-of :mod:`mmlinattn.ops` (a distance costs d, a product term e, the exp is
-not counted, as softmax) and SOFT's Newton-Schulz inverse. mmengine 0.10.7
+The compiled Gaussian-kernel ops of :mod:`mmlinattn.ops` are PyTorch custom
+operators and trace as ``mmlinattn::<op>``; an ``autograd.Function`` (the
+exact-distance reference, SOFT's Newton-Schulz inverse) traces as
+``prim::PythonOp.<ClassName>``. mmengine's ``FlopAnalyzer`` reports both as
+unsupported (a distance costs d, a product term e, the exp is not counted,
+as softmax). mmengine 0.10.7
 also has no handle for ``aten::scaled_dot_product_attention``
 (used by every softmax attention here: HiLo, Swin windows, PVT spatial
 reduction), for ``aten::baddbmm`` (SOFT-Norm's Newton-Schulz steps), for
@@ -24,6 +26,7 @@ from math import prod
 from typing import Any, List
 
 _PYTHON_OP = 'prim::PythonOp.'
+_CUSTOM_OP = 'mmlinattn::'
 _NEWTON_OP = _PYTHON_OP + '_RegularizedNewtonInverse'
 
 
@@ -88,10 +91,11 @@ def output_activation_jit(inputs: List[Any], outputs: List[Any]) -> int:
 
 
 FLOP_HANDLES = {
-    _PYTHON_OP + 'SqDistFunction': sqdist_flop_jit,
+    # torch.ops.mmlinattn.* (mmlinattn.ops.gaussian_kernel); the backward
+    # ops never appear in a forward trace
+    _CUSTOM_OP + 'gaussian_sqdist': sqdist_flop_jit,
+    _CUSTOM_OP + 'gaussian_kernel_matmul': gaussian_kernel_matmul_flop_jit,
     _PYTHON_OP + '_ExactSqDistReference': sqdist_flop_jit,
-    _PYTHON_OP + 'GaussianKernelMatmulFunction':
-    gaussian_kernel_matmul_flop_jit,
     'aten::scaled_dot_product_attention': sdpa_flop_jit,
     'aten::baddbmm': baddbmm_flop_jit,
     'torchvision::deform_conv2d': deform_conv2d_flop_jit,

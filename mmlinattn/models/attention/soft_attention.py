@@ -101,9 +101,14 @@ def _newton_backoff(mat: torch.Tensor, num_iter: int,
         return col_sums.max()
 
     inv = alpha * mat
+    # Eager stops once no step size is too large. A compiled graph cannot
+    # branch on a tensor (graph break), so it runs all 10 rounds: after the
+    # early exit a round changes nothing (alpha, hence inv and the residual,
+    # stay as they are), so both give identical values.
+    compiling = torch.compiler.is_compiling()
     for _ in range(10):
         too_large = residual(inv) > 1.01
-        if not bool(too_large.any()):
+        if not compiling and not bool(too_large.any()):
             break
         alpha = torch.where(too_large, alpha * 0.5, alpha)
         inv = alpha * mat
