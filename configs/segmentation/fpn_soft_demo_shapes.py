@@ -19,7 +19,9 @@ norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     # the base's ImageNet ResNet URL would be handed to our backbone
     pretrained=None,
-    data_preprocessor=dict(size=None, size_divisor=32),
+    # Padding labelled background (black pixels) instead of 255: mmseg
+    # 1.2.2's weighted cross entropy indexes class_weight by every label.
+    data_preprocessor=dict(size=None, size_divisor=32, seg_pad_val=0),
     backbone=dict(
         _delete_=True,
         type='mmlinattn.SOFT',
@@ -32,7 +34,12 @@ model = dict(
         in_channels=[64, 64, 64, 64],
         channels=64,
         num_classes=5,
-        norm_cfg=norm_cfg))
+        norm_cfg=norm_cfg,
+        # Pixel shares of the training set: background 87.0 %, circle 5.0,
+        # square 3.5, star 2.4, triangle 2.1. Unweighted, the shapes are
+        # learnt in that order and triangles can stay at IoU 0 after 300
+        # iterations; weights ~ 1 / sqrt(share) (background 1).
+        loss_decode=dict(class_weight=[1.0, 4.0, 5.0, 6.5, 6.0])))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
