@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import (pad_to_multiple, padding_key_mask, window_partition,
-                     window_reverse)
+from ..utils import (head_dims, pad_to_multiple, padding_key_mask,
+                     window_partition, window_reverse)
 
 Grid = Tuple[int, int]
 
@@ -48,9 +48,7 @@ class CSWinAttention(nn.Module):
                  attn_drop: float = 0.,
                  proj_drop: float = 0.):
         super().__init__()
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
+        head_dims(embed_dims, num_heads)
         branches = 1 if global_window else 2
         if not global_window and num_heads % 2:
             raise ValueError('stripe attention splits the heads in two '
@@ -91,9 +89,18 @@ class CSWinAttention(nn.Module):
         q, k, v = (
             t.view(B_, n, num_heads, d).transpose(1, 2) for t in (q, k, v))
         mask = None
-        if padded_hw != (H, W):  # hide padded keys from real queries
+        # hide padded keys from real queries; always while exporting (an
+        # all-True mask where nothing is padded) so the graph holds for
+        # every size
+        if torch.onnx.is_in_onnx_export() or padded_hw != (H, W):
             mask = padding_key_mask(hw, padded_hw, window, q.device)
-            q, k, v = (t.view(B, -1, num_heads, n, d) for t in (q, k, v))
+            if torch.onnx.is_in_onnx_export():
+                # 4-D (stripes x heads on one axis): the torch.export
+                # exporter translates only 4-D scaled_dot_product_attention
+                mask = mask.expand(-1, num_heads, -1, -1).reshape(-1, 1, n)
+                q, k, v = (t.reshape(B, -1, n, d) for t in (q, k, v))
+            else:
+                q, k, v = (t.view(B, -1, num_heads, n, d) for t in (q, k, v))
         x = F.scaled_dot_product_attention(
             q,
             k,

@@ -11,8 +11,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import (pad_to_multiple, region_mask, window_partition,
+from ..utils import (head_dims, pad_to_multiple, region_mask, window_partition,
                      window_reverse)
+from ..utils.window import roll_2d, shift_if_larger
 
 Grid = Tuple[int, int]
 
@@ -43,6 +44,12 @@ class WindowAttention(nn.Module):
     keys form a region of their own, so real tokens never see them), then
     reversed and cropped.
 
+    While exporting to ONNX (``torch.onnx.is_in_onnx_export()``) the
+    forward is shape-generic: it always pads and masks, takes the shift
+    decision in the graph (a 0-dim tensor that is ``window_size // 2`` or 0)
+    and rolls with ``Gather`` on run-time indices, so the graph gives the
+    eager result at sizes on both sides of the skip threshold.
+
     Args:
         embed_dims, num_heads: width and heads.
         window_size: window side (a host fact in Swin).
@@ -62,9 +69,7 @@ class WindowAttention(nn.Module):
                  attn_drop: float = 0.,
                  proj_drop: float = 0.):
         super().__init__()
-        if embed_dims % num_heads != 0:
-            raise ValueError(f'embed_dims ({embed_dims}) must be divisible '
-                             f'by num_heads ({num_heads})')
+        head_dims(embed_dims, num_heads)
         if int(window_size) != window_size or window_size < 1:
             raise ValueError(f'window_size must be an int >= 1, got '
                              f'{window_size!r}')
@@ -120,8 +125,16 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias()
         if mask is not None:
             nW = mask.shape[0]
-            q, k, v = (t.view(B_ // nW, nW, h, N, C // h) for t in (q, k, v))
             bias = bias + mask.unsqueeze(1)
+            if torch.onnx.is_in_onnx_export():
+                # 4-D (windows x heads on one axis): the torch.export
+                # exporter translates only 4-D scaled_dot_product_attention
+                q, k, v = (
+                    t.reshape(B_ // nW, nW * h, N, C // h) for t in (q, k, v))
+                bias = bias.flatten(0, 1)
+            else:
+                q, k, v = (
+                    t.view(B_ // nW, nW, h, N, C // h) for t in (q, k, v))
         x = F.scaled_dot_product_attention(
             q,
             k,
@@ -133,6 +146,8 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
         """(B, H*W, C) tokens on grid ``hw`` -> (B, H*W, C)."""
+        if torch.onnx.is_in_onnx_export():
+            return self._traceable_forward(x, hw)
         B, N, C = x.shape
         H, W = hw
         w = self.window_size
@@ -146,4 +161,22 @@ class WindowAttention(nn.Module):
         x = window_reverse(x, (w, w), padded_hw)
         if shift:
             x = torch.roll(x, (shift, shift), (1, 2))
+        return x[:, :H, :W].reshape(B, N, C)
+
+    def _traceable_forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
+        """:meth:`forward` without Python decisions on sizes (export)."""
+        B, N, C = x.shape
+        H, W = hw
+        w = self.window_size
+        x = pad_to_multiple(x.view(B, H, W, C), (w, w))  # always pads
+        padded_hw = (x.shape[1], x.shape[2])
+        shift = 0
+        if self.shift and w // 2:  # construction facts, not sizes
+            shift = shift_if_larger(hw, w, w // 2, x.device)
+            x = roll_2d(x, shift)
+        mask = region_mask(hw, padded_hw, (w, w), shift, x.device)
+        x = self.attend_windows(window_partition(x, (w, w)), mask)
+        x = window_reverse(x, (w, w), padded_hw)
+        if self.shift and w // 2:
+            x = roll_2d(x, -shift)
         return x[:, :H, :W].reshape(B, N, C)
