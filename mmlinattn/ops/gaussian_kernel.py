@@ -82,6 +82,7 @@ def _check_inputs(
         if not isinstance(t, Tensor):
             raise TypeError(f'{op}: {name} must be a torch.Tensor, got '
                             f'{type(t).__name__}')
+
     def shapes() -> str:  # only built for an error message (not traced)
         return ', '.join(f'{n}={tuple(t.shape)}' for n, t in named)
 
