@@ -14,8 +14,8 @@ from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.registry import register_model
-from ..utils import (head_dims, resize_grid_table_on_load, resize_pos_embed,
-                     run_in_float32)
+from ..utils import (spatial_reduction, head_dims, resize_grid_table_on_load,
+                     resize_pos_embed, run_in_float32)
 
 Grid = Tuple[int, int]
 
@@ -265,13 +265,8 @@ class FocusedLinearAttention(BaseModule):
         q = self.q(x)
         kv_hw = (H, W)
         if self.sr_ratio > 1:
-            if min(H, W) < self.sr_ratio:
-                raise ValueError(
-                    f'a {H}x{W} token grid is smaller than sr_ratio='
-                    f'{self.sr_ratio}; use a larger input')
-            x = self.sr(x.transpose(1, 2).reshape(B, C, H, W))
-            kv_hw = (x.shape[2], x.shape[3])
-            x = self.norm(x.flatten(2).transpose(1, 2))
+            x, kv_hw = spatial_reduction(x, hw, self.sr, self.norm,
+                                         self.sr_ratio)
         k, v = self.kv(x).chunk(2, dim=-1)
         return q, k, v, kv_hw
 

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import head_dims
+from ..utils import head_dims, spatial_reduction
 
 Grid = Tuple[int, int]
 
@@ -70,16 +70,8 @@ class SpatialReductionAttention(nn.Module):
         q = self.q(x).view(B, N, h, C // h).transpose(1, 2)
         kv_hw = (H, W)
         if self.sr_ratio > 1:
-            if N != H * W:
-                raise ValueError(f'{N} tokens do not form the {H}x{W} grid '
-                                 'that the spatial reduction needs')
-            if min(H, W) < self.sr_ratio:
-                raise ValueError(
-                    f'a {H}x{W} token grid is smaller than sr_ratio='
-                    f'{self.sr_ratio}; use a larger input')
-            x = self.sr(x.transpose(1, 2).reshape(B, C, H, W))
-            kv_hw = (x.shape[2], x.shape[3])
-            x = self.norm(x.flatten(2).transpose(1, 2))
+            x, kv_hw = spatial_reduction(x, hw, self.sr, self.norm,
+                                         self.sr_ratio)
         k, v = self.kv(x).view(B, -1, 2, h, C // h).permute(2, 0, 3, 1, 4)
         return q, k, v, kv_hw
 

@@ -12,7 +12,7 @@ from .precision import autocast_off, run_in_float32
 from .weight_init import (drop_path_schedule, init_conv_fan_out,
                           init_linear_and_norm)
 from .window import (pad_to_multiple, padding_key_mask, region_mask,
-                     window_partition, window_reverse)
+                     spatial_reduction, window_partition, window_reverse)
 
 __all__ = [
     'attention_class', 'build_attention', 'flatten_attn_cfgs', 'head_dims',
@@ -21,5 +21,6 @@ __all__ = [
     'build_drop_path', 'checkpoint_call', 'resize_grid_table_on_load',
     'resize_pos_embed', 'autocast_off', 'run_in_float32', 'drop_path_schedule',
     'init_conv_fan_out', 'init_linear_and_norm', 'pad_to_multiple',
-    'padding_key_mask', 'region_mask', 'window_partition', 'window_reverse'
+    'padding_key_mask', 'region_mask', 'spatial_reduction', 'window_partition',
+    'window_reverse'
 ]

@@ -150,3 +150,21 @@ def _traceable_region_mask(hw: Grid, padded_hw: Grid, window: Grid, shift,
     mask = labels.unsqueeze(1) != labels.unsqueeze(2)
     return torch.zeros(
         mask.shape, device=device).masked_fill_(mask, MASK_VALUE)
+
+
+def spatial_reduction(x: torch.Tensor, hw: Grid, sr: torch.nn.Module,
+                      norm: torch.nn.Module,
+                      ratio: int) -> Tuple[torch.Tensor, Grid]:
+    """PVT's key/value reduction: (B, H*W, C) tokens -> the ``sr`` strided
+    conv (kernel = stride = ``ratio``) -> ``norm``; returns the reduced
+    tokens and their grid. The error names the fix for too small a grid."""
+    B, N, C = x.shape
+    H, W = hw
+    if N != H * W:
+        raise ValueError(f'{N} tokens do not form the {H}x{W} grid that the '
+                         'spatial reduction needs')
+    if min(H, W) < ratio:
+        raise ValueError(f'a {H}x{W} token grid is smaller than sr_ratio='
+                         f'{ratio}; use a larger input')
+    x = sr(x.transpose(1, 2).reshape(B, C, H, W))
+    return norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])
