@@ -20,9 +20,11 @@ def config(folder: str, name: str) -> Config:
 
 
 def configs_of(folder: str, pattern: str = '*litv2*.py'):
+    """The paper configs (the demo's are tested with the demo)."""
     return sorted(
         osp.basename(p)
-        for p in glob.glob(osp.join(REPO, 'configs', folder, pattern)))
+        for p in glob.glob(osp.join(REPO, 'configs', folder, pattern))
+        if not p.endswith('_demo_shapes.py'))
 
 
 def shrink(backbone) -> None:

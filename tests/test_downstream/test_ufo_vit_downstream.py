@@ -18,9 +18,11 @@ def config(folder: str, name: str) -> Config:
 
 
 def configs_of(folder: str):
+    """The paper configs (the demo's are tested with the demo)."""
     return sorted(
         osp.basename(p)
-        for p in glob.glob(osp.join(REPO, 'configs', folder, '*ufo_vit*.py')))
+        for p in glob.glob(osp.join(REPO, 'configs', folder, '*ufo_vit*.py'))
+        if not p.endswith('_demo_shapes.py'))
 
 
 def shrink(backbone: dict) -> None:
