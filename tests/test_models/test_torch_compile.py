@@ -12,7 +12,7 @@ always breaks there, whatever the model); the tests set it.
 Values: compiled (``aot_eager``: dynamo + AOTAutograd with the fake
 kernels and registered autograd of ``torch.ops.mmlinattn``, without
 inductor's slow C++ codegen) equals eager. The inductor speed is in
-docs/benchmarks.md (``tools/analysis_tools/benchmark.py --compile-paired``).
+docs/benchmarks.md (``tools/analysis_tools/benchmark_compile.py``).
 """
 import importlib
 
