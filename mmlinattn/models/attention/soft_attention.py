@@ -10,9 +10,8 @@ The attention replaces ``softmax(QK^T)`` by a Gaussian kernel
 through ``m`` landmarks L (Nystrom): ``P A^+ P^T`` with ``P = k(Q, L)``,
 ``A = k(L, L)`` and ``A^+`` from a Newton-Schulz iteration.
 """
-import contextlib
 import math
-from typing import ContextManager, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,7 +21,7 @@ from torch.autograd.function import once_differentiable
 from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
                            gaussian_kernel_t_matmul, ops_backend)
 from mmlinattn.registry import register_model
-from ..utils import head_dims
+from ..utils import head_dims, run_in_float32
 
 NEWTON_VARIANTS = ('a', 'b', 'b_per_matrix')
 KERNEL_METHODS = ('expand', 'exact')
@@ -176,13 +175,6 @@ def softmax_free_attention(query: torch.Tensor,
         return gaussian_kernel_matmul(query, landmarks, inv @ context)
     kernel_ql = gaussian_kernel(query, landmarks, method=kernel_method)
     return (kernel_ql @ inv) @ (kernel_ql.transpose(-1, -2) @ value)
-
-
-def _without_autocast(device_type: str) -> ContextManager:
-    """Disable autocast on ``device_type`` (no-op where it has none)."""
-    if torch.amp.is_autocast_available(device_type):
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
 
 
 @register_model()
@@ -349,18 +341,16 @@ class SoftmaxFreeAttention(nn.Module):
         value = self.v(x).reshape(B, N, h, d).transpose(1, 2)
         query = query / math.sqrt(math.sqrt(d))
         landmarks = self._landmarks(query, hw)
-        compute = torch.promote_types(value.dtype, torch.float32)
-        with _without_autocast(x.device.type):
-            out = softmax_free_attention(
-                query.to(compute),
-                landmarks.to(compute),
-                value.to(compute),
-                sym_norm=self.sym_norm,
-                newton_variant=self.newton_variant,
-                newton_iter=self.newton_iter,
-                kernel_method=self.kernel_method,
-                fused=self.use_fused(query, landmarks.shape[2])).to(
-                    value.dtype)
+        out = run_in_float32(
+            softmax_free_attention,
+            query,
+            landmarks,
+            value,
+            sym_norm=self.sym_norm,
+            newton_variant=self.newton_variant,
+            newton_iter=self.newton_iter,
+            kernel_method=self.kernel_method,
+            fused=self.use_fused(query, landmarks.shape[2]))
         if self.local_conv is not None:
             out = out + self._local_conv(value, hw)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
