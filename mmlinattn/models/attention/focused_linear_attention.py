@@ -14,8 +14,8 @@ from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.registry import register_model
-from ..utils import (spatial_reduction, head_dims, resize_grid_table_on_load,
-                     resize_pos_embed, run_in_float32)
+from ..utils import (head_dims, resize_grid_table_on_load, resize_pos_embed,
+                     run_in_float32, spatial_reduction)
 
 Grid = Tuple[int, int]
 
