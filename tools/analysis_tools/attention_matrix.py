@@ -109,8 +109,8 @@ def markdown(rows: List[Dict], grids: Sequence, record: Dict) -> str:
         f"{record['load_before']} before and {record['load_after']} after "
         'the run' +
         (' (other jobs shared the cores: read img/s and k as '
-         'indicative).' if max(record['load_before'][0],
-                               record['load_after'][0]) > 1.5 else '.'), '',
+         'indicative).' if max(record['load_before'][0], record['load_after']
+                               [0]) > record['threads'] + 0.5 else '.'), '',
         '## Which attention runs in which host', '',
         'Every supported pair trains in '
         '`tests/test_models/test_attention_matrix.py` (tiny variants, 224 '
@@ -173,6 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         date=datetime.date.today().isoformat(),
         device=device_name(torch.device('cpu')),
         torch=torch.__version__,
+        threads=torch.get_num_threads(),
         load_before=[round(v, 1) for v in os.getloadavg()])
     rows = []
     for host in args.hosts:
