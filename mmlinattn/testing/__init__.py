@@ -43,13 +43,6 @@ TINY_BACKBONES: Dict[str, Tuple[dict, Tuple[int, ...]]] = {
             num_heads=[1, 1, 2, 2],
             mlp_ratios=[2, 2, 2, 2]),
         pretrain_img_size=64), (4, 8, 16, 32)),
-    'FLattenPVTv2': (dict(
-        arch=dict(
-            embed_dims=[16, 16, 32, 32],
-            depths=[1, 1, 1, 1],
-            num_heads=[1, 1, 2, 2],
-            mlp_ratios=[2, 2, 2, 2]),
-        pretrain_img_size=64), (4, 8, 16, 32)),
     'FLattenSwin': (dict(
         arch=dict(embed_dims=16, depths=[1, 1, 2, 2], num_heads=[1, 2, 2, 4]),
         pretrain_img_size=64,
@@ -71,3 +64,5 @@ TINY_BACKBONES: Dict[str, Tuple[dict, Tuple[int, ...]]] = {
         img_size=64,
         patch_size=8), (8, 8, 8, 8)),
 }
+# PVTv2 differs from PVT in layout only, not in its arch settings
+TINY_BACKBONES['FLattenPVTv2'] = TINY_BACKBONES['FLattenPVT']
