@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import (head_dims, pad_to_multiple, padding_key_mask,
+from ..utils import (head_dims, nchw_as_tokens, pad_to_multiple,
+                     padding_key_mask, tokens_as_nchw,
                      window_partition, window_reverse)
 
 Grid = Tuple[int, int]
@@ -83,8 +84,7 @@ class CSWinAttention(nn.Module):
         padded_hw = (q.shape[1], q.shape[2])
         q, k, v = (window_partition(t, window) for t in (q, k, v))
         B_, n, _ = q.shape
-        positional = lepe(v.transpose(1, 2).reshape(B_, C, wh, ww))
-        positional = positional.flatten(2).transpose(1, 2)
+        positional = nchw_as_tokens(lepe(tokens_as_nchw(v, window)))
         d = C // num_heads
         q, k, v = (
             t.view(B_, n, num_heads, d).transpose(1, 2) for t in (q, k, v))
@@ -93,14 +93,11 @@ class CSWinAttention(nn.Module):
         # all-True mask where nothing is padded) so the graph holds for
         # every size
         if torch.onnx.is_in_onnx_export() or padded_hw != (H, W):
+            # 4-D inputs and mask, stripes x heads on one axis: CPU's fused
+            # SDPA kernel (and the torch.export exporter) take only those
             mask = padding_key_mask(hw, padded_hw, window, q.device)
-            if torch.onnx.is_in_onnx_export():
-                # 4-D (stripes x heads on one axis): the torch.export
-                # exporter translates only 4-D scaled_dot_product_attention
-                mask = mask.expand(-1, num_heads, -1, -1).reshape(-1, 1, n)
-                q, k, v = (t.reshape(B, -1, n, d) for t in (q, k, v))
-            else:
-                q, k, v = (t.view(B, -1, num_heads, n, d) for t in (q, k, v))
+            mask = mask.expand(-1, num_heads, -1, -1).reshape(1, -1, 1, n)
+            q, k, v = (t.reshape(B, -1, n, d) for t in (q, k, v))
         x = F.scaled_dot_product_attention(
             q,
             k,

@@ -14,8 +14,9 @@ from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.registry import register_model
-from ..utils import (head_dims, resize_grid_table_on_load, resize_pos_embed,
-                     run_in_float32, spatial_reduction)
+from ..utils import (head_dims, nchw_as_tokens, resize_grid_table_on_load,
+                     resize_pos_embed, run_in_float32, spatial_reduction,
+                     tokens_as_nchw)
 
 Grid = Tuple[int, int]
 
@@ -340,31 +341,33 @@ class FocusedLinearAttention(BaseModule):
         return x + self._dwc(v, hw)
 
     def _dwc(self, v: torch.Tensor, hw: Grid) -> torch.Tensor:
-        """Head-shared depthwise conv on V, (B, n, C) -> (B, N, C)."""
-        B, n, C = v.shape
-        H, W = hw
-        h, d = self.num_heads, self.head_dims
-        v = v.reshape(B, n, h, d).transpose(1, 2)  # (B, h, n, d)
-        if n != H * W:  # spatial reduction: 1-D token interpolation
+        """Head-shared depthwise conv on V, (B, n, C) -> (B, N, C).
+
+        The ``head_dims``-channel conv shared by the heads runs as one
+        C-channel depthwise conv with its filters repeated per head, on the
+        channels-last view of the tokens: the same sums without moving V
+        into a (B * heads, d, H, W) map and back.
+        """
+        C = v.shape[2]
+        if v.shape[1] != hw[0] * hw[1]:
+            # spatial reduction: 1-D linear interpolation along the tokens
             v = F.interpolate(
-                v.transpose(2, 3).reshape(B * h, d, n),
-                size=H * W,
+                v.transpose(1, 2), size=hw[0] * hw[1],
                 mode='linear').transpose(1, 2)
-        # NCHW view of channels-last memory: the depthwise conv (and its
-        # backward) runs several times faster on it than on contiguous NCHW
-        v = self.dwc(v.reshape(B * h, H, W, d).permute(0, 3, 1, 2))
-        v = v.permute(0, 2, 3, 1).reshape(B, h, H * W, d)
-        return v.transpose(1, 2).reshape(B, H * W, C)
+        v = F.conv2d(
+            tokens_as_nchw(v, hw),
+            self.dwc.weight.repeat(self.num_heads, 1, 1, 1),
+            self.dwc.bias.repeat(self.num_heads),
+            padding=self.kernel_size // 2,
+            groups=C)
+        return nchw_as_tokens(v)
 
     def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
         """(B, N, C) tokens on the (H, W) grid ``hw`` -> (B, N, C)."""
         q, k, v, kv_hw = self.project(x, hw)
         x = self.attend(q, k, v, hw, kv_hw)
         if self.lepe is not None:
-            # channels-last view: the depthwise conv is faster on it
-            lepe = self.lepe(
-                v.view(-1, *hw, self.embed_dims).permute(0, 3, 1, 2))
-            x = x + lepe.flatten(2).transpose(1, 2)
+            x = x + nchw_as_tokens(self.lepe(tokens_as_nchw(v, hw)))
         return self.proj_drop(self.proj(x))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

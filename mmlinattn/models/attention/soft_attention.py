@@ -21,7 +21,8 @@ from torch.autograd.function import once_differentiable
 from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
                            gaussian_kernel_t_matmul, ops_backend)
 from mmlinattn.registry import register_model
-from ..utils import head_dims, run_in_float32
+from ..utils import (head_dims, nchw_as_tokens, run_in_float32,
+                     tokens_as_nchw)
 
 NEWTON_VARIANTS = ('a', 'b', 'b_per_matrix')
 KERNEL_METHODS = ('expand', 'exact')
@@ -299,7 +300,15 @@ class SoftmaxFreeAttention(nn.Module):
 
     def _landmarks(self, query: torch.Tensor,
                    hw: Tuple[int, int]) -> torch.Tensor:
-        B, h, N, d = query.shape
+        """(B, N, C) scaled queries -> (B, h, m, d) landmarks.
+
+        The conv shared by the heads runs as one conv with ``h`` groups
+        (its weight repeated per group) on the channels-last view of the
+        tokens: the same sums without moving the queries into a
+        (B * h, d, H, W) map.
+        """
+        B, N, C = query.shape
+        h, d = self.num_heads, self.head_dims
         H, W = hw
         if H < self.sr_ratio or W < self.sr_ratio:
             raise ValueError(
@@ -307,21 +316,31 @@ class SoftmaxFreeAttention(nn.Module):
                 f'{self.sr_ratio}x{self.sr_ratio} for its landmark conv '
                 f'(sr_ratio={self.sr_ratio}), got {H}x{W}; use larger '
                 'inputs or a smaller sr_ratio')
-        grid = query.reshape(B * h, H, W, d).permute(0, 3, 1, 2)
+        grid = tokens_as_nchw(query, hw)
         gh, gw = self.landmark_grid(hw)
         if (gh, gw) != (H // self.sr_ratio, W // self.sr_ratio):
             grid = F.adaptive_avg_pool2d(
                 grid, (gh * self.sr_ratio, gw * self.sr_ratio))
-        landmarks = self.landmark_conv(grid).flatten(2).transpose(1, 2)
-        landmarks = landmarks.reshape(B, h, -1, d)
+        landmarks = F.conv2d(
+            grid,
+            self.landmark_conv.weight.repeat(h, 1, 1, 1),
+            stride=self.sr_ratio,
+            groups=h)
+        landmarks = nchw_as_tokens(landmarks).view(B, -1, h, d).transpose(1, 2)
         return F.gelu(self.landmark_norm(landmarks))
 
     def _local_conv(self, value: torch.Tensor,
                     hw: Tuple[int, int]) -> torch.Tensor:
-        B, h, N, d = value.shape
-        x = value.reshape(B, h, *hw, d).permute(0, 4, 1, 2, 3)
-        x = self.local_conv(x.reshape(B * d, h, *hw))
-        return x.reshape(B, d, h, N).permute(0, 2, 3, 1)
+        """(B, N, C) values -> (B, N, C): each head's k x k filter on all of
+        that head's channels, as one C-channel depthwise conv (filters
+        repeated per channel) on the channels-last view of the tokens."""
+        conv = self.local_conv
+        x = F.conv2d(
+            tokens_as_nchw(value, hw),
+            conv.weight.repeat_interleave(self.head_dims, dim=0),
+            padding=conv.padding,
+            groups=self.embed_dims)
+        return nchw_as_tokens(x)
 
     def use_fused(self, query: torch.Tensor, num_landmarks: int) -> bool:
         """Whether :meth:`forward` takes the fused (memory-linear) path."""
@@ -337,23 +356,23 @@ class SoftmaxFreeAttention(nn.Module):
             raise ValueError(f'{N} tokens do not form a {hw[0]}x{hw[1]} '
                              'grid')
         h, d = self.num_heads, self.head_dims
-        query = self.q(x).reshape(B, N, h, d).transpose(1, 2)
-        value = self.v(x).reshape(B, N, h, d).transpose(1, 2)
-        query = query / math.sqrt(math.sqrt(d))
+        query = self.q(x) / math.sqrt(math.sqrt(d))
+        value = self.v(x)
         landmarks = self._landmarks(query, hw)
         out = run_in_float32(
             softmax_free_attention,
-            query,
+            query.view(B, N, h, d).transpose(1, 2),
             landmarks,
-            value,
+            value.view(B, N, h, d).transpose(1, 2),
             sym_norm=self.sym_norm,
             newton_variant=self.newton_variant,
             newton_iter=self.newton_iter,
             kernel_method=self.kernel_method,
             fused=self.use_fused(query, landmarks.shape[2]))
+        out = out.transpose(1, 2).reshape(B, N, C)
         if self.local_conv is not None:
             out = out + self._local_conv(value, hw)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return self.proj(out)
 
     def extra_repr(self) -> str:
         return (f'sr_ratio={self.sr_ratio}, sym_norm={self.sym_norm}, '

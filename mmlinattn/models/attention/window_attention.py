@@ -123,23 +123,19 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).view(B_, N, 3, h, C // h).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         bias = self.relative_position_bias()
+        # 4-D inputs and a 4-D mask (windows x heads on one axis): CPU's
+        # fused SDPA kernel (and the torch.export exporter) take only those;
+        # 5-D inputs or a 3-D mask fall back to the unfused math path
         if mask is not None:
             nW = mask.shape[0]
-            bias = bias + mask.unsqueeze(1)
-            if torch.onnx.is_in_onnx_export():
-                # 4-D (windows x heads on one axis): the torch.export
-                # exporter translates only 4-D scaled_dot_product_attention
-                q, k, v = (
-                    t.reshape(B_ // nW, nW * h, N, C // h) for t in (q, k, v))
-                bias = bias.flatten(0, 1)
-            else:
-                q, k, v = (
-                    t.view(B_ // nW, nW, h, N, C // h) for t in (q, k, v))
+            bias = (bias + mask.unsqueeze(1)).flatten(0, 1)
+            q, k, v = (
+                t.reshape(B_ // nW, nW * h, N, C // h) for t in (q, k, v))
         x = F.scaled_dot_product_attention(
             q,
             k,
             v,
-            attn_mask=bias.to(q.dtype),
+            attn_mask=bias.unsqueeze(0).to(q.dtype),
             dropout_p=self.attn_drop if self.training else 0.)
         x = x.reshape(B_, h, N, C // h).transpose(1, 2).reshape(B_, N, C)
         return self.proj_drop(self.proj(x))

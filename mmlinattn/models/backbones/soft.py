@@ -21,7 +21,8 @@ from mmlinattn.registry import register_model
 from mmlinattn.utils.converter import warn_if_pretrained_disagrees
 from ..utils import (LinAttnBackbone, Mlp, Stage, build_attention,
                      checkpoint_call, drop_path_schedule, init_linear_and_norm,
-                     per_block_attn_cfgs, tokens_to_nchw)
+                     nchw_as_tokens, per_block_attn_cfgs, tokens_as_nchw,
+                     tokens_to_nchw)
 
 Grid = Tuple[int, int]
 
@@ -50,10 +51,12 @@ class ConvBNReLUEmbed(nn.Sequential):
                 hw: Optional[Grid] = None) -> Tuple[torch.Tensor, Grid]:
         """(B, C, H, W) images, or (B, H*W, C) tokens on the grid ``hw`` ->
         tokens (B, H'*W', D) and (H', W')."""
-        if hw is not None:
-            x = tokens_to_nchw(x, hw)
+        # channels-last in (oneDNN's fast layout), so the map out is
+        # already in token order
+        x = (tokens_as_nchw(x, hw) if hw is not None else
+             x.contiguous(memory_format=torch.channels_last))
         x = super().forward(x)
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+        return nchw_as_tokens(x), (x.shape[2], x.shape[3])
 
 
 class SOFTBlock(nn.Module):

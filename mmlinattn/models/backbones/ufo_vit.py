@@ -23,7 +23,7 @@ from ..attention.xnorm_attention import XNormAttention
 from ..utils import (LinAttnBackbone, Mlp, Stage, build_attention,
                      build_drop_path, checkpoint_call, drop_path_schedule,
                      init_linear_and_norm, resize_grid_table_on_load,
-                     resize_pos_embed, tokens_to_nchw)
+                     nchw_as_tokens, resize_pos_embed, tokens_as_nchw)
 
 OUT_STRIDES = (4, 8, 16, 32)
 OUT_TYPES = ('cls_token', 'featmap')
@@ -62,8 +62,9 @@ class ConvStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(B, C_in, H, W) -> tokens (B, H'*W', C) and (H', W')."""
-        x = self.proj(x)
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+        # channels-last in (oneDNN's fast layout), tokens out without a copy
+        x = self.proj(x.contiguous(memory_format=torch.channels_last))
+        return nchw_as_tokens(x), (x.shape[2], x.shape[3])
 
 
 class LPI(nn.Module):
@@ -83,10 +84,10 @@ class LPI(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        x = tokens_to_nchw(x, hw)
+        x = tokens_as_nchw(x, hw)
         x = self.act(self.bn1(self.conv1(x)))
         x = self.act(self.bn2(self.conv2(x)))
-        return x.flatten(2).transpose(1, 2)
+        return nchw_as_tokens(x)
 
 
 def _layer_scale(dims: int,

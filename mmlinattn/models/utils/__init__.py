@@ -2,10 +2,11 @@
 from .attention_builder import (attention_class, build_attention,
                                 flatten_attn_cfgs, head_dims, parse_attn_type,
                                 per_block_attn_cfgs)
-from .base_backbone import LinAttnBackbone, Stage, tokens_to_nchw
+from .base_backbone import LinAttnBackbone, Stage
 from .blocks import TransformerBlock
 from .embed import ConvPatchEmbed
 from .ffn import DWConv, Mlp
+from .layout import nchw_as_tokens, tokens_as_nchw, tokens_to_nchw
 from .misc import build_drop_path, checkpoint_call
 from .pos_embed import resize_grid_table_on_load, resize_pos_embed
 from .precision import autocast_off, run_in_float32
@@ -17,7 +18,7 @@ from .window import (pad_to_multiple, padding_key_mask, region_mask,
 __all__ = [
     'attention_class', 'build_attention', 'flatten_attn_cfgs', 'head_dims',
     'parse_attn_type', 'per_block_attn_cfgs', 'LinAttnBackbone', 'Stage',
-    'tokens_to_nchw', 'TransformerBlock', 'ConvPatchEmbed', 'DWConv', 'Mlp',
+    'tokens_to_nchw', 'tokens_as_nchw', 'nchw_as_tokens', 'TransformerBlock', 'ConvPatchEmbed', 'DWConv', 'Mlp',
     'build_drop_path', 'checkpoint_call', 'resize_grid_table_on_load',
     'resize_pos_embed', 'autocast_off', 'run_in_float32', 'drop_path_schedule',
     'init_conv_fan_out', 'init_linear_and_norm', 'pad_to_multiple',

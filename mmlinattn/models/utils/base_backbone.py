@@ -28,6 +28,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .blocks import TransformerBlock
+from .layout import tokens_to_nchw
 from .pos_embed import resize_grid_table_on_load, resize_pos_embed
 
 Grid = Tuple[int, int]
@@ -380,11 +381,3 @@ class LinAttnBackbone(BaseModule):
                     state_dict[prefix + renamed] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-
-def tokens_to_nchw(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-    """(B, H*W, C) tokens -> contiguous (B, C, H, W) map."""
-    B, N, C = x.shape
-    H, W = hw
-    if N != H * W:
-        raise ValueError(f'{N} tokens do not form a {H}x{W} grid')
-    return x.transpose(1, 2).reshape(B, C, H, W).contiguous()

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base_backbone import tokens_to_nchw
+from .layout import nchw_as_tokens, tokens_as_nchw
 
 
 class ConvPatchEmbed(nn.Module):
@@ -48,8 +48,9 @@ class ConvPatchEmbed(nn.Module):
     ) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(B, C, H, W) images, or (B, H*W, C) tokens on the grid ``hw``
         (as a stage's downsampling) -> tokens (B, H'*W', D) and (H', W')."""
-        if hw is not None:
-            x = tokens_to_nchw(x, hw)
+        # channels-last in, so the map out is already in token order
+        x = (tokens_as_nchw(x, hw) if hw is not None else
+             x.contiguous(memory_format=torch.channels_last))
         if self.pad_to_stride:
             H, W = x.shape[-2:]
             pad_h, pad_w = (-H) % self.stride, (-W) % self.stride
@@ -59,7 +60,7 @@ class ConvPatchEmbed(nn.Module):
                 x = F.pad(x, (0, pad_w, 0, pad_h))
         x = self.proj(x)
         hw = (x.shape[2], x.shape[3])
-        x = x.flatten(2).transpose(1, 2)
+        x = nchw_as_tokens(x)
         if self.norm is not None:
             x = self.norm(x)
         return x, hw

@@ -5,6 +5,8 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from .layout import nchw_as_tokens, tokens_as_nchw
+
 
 class DWConv(nn.Module):
     """Depthwise k x k conv applied to a (B, N, C) token grid.
@@ -19,9 +21,7 @@ class DWConv(nn.Module):
                                 groups=dim, bias=True)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        B, N, C = x.shape
-        x = x.transpose(1, 2).reshape(B, C, *hw)
-        return self.dwconv(x).flatten(2).transpose(1, 2)
+        return nchw_as_tokens(self.dwconv(tokens_as_nchw(x, hw)))
 
 
 class Mlp(nn.Module):

@@ -6,6 +6,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from .layout import nchw_as_tokens, tokens_as_nchw
+
 Grid = Tuple[int, int]
 
 # Logit offset of Swin's shift mask (kept for parity with the checkpoints).
@@ -166,5 +168,5 @@ def spatial_reduction(x: torch.Tensor, hw: Grid, sr: torch.nn.Module,
     if min(H, W) < ratio:
         raise ValueError(f'a {H}x{W} token grid is smaller than sr_ratio='
                          f'{ratio}; use a larger input')
-    x = sr(x.transpose(1, 2).reshape(B, C, H, W))
-    return norm(x.flatten(2).transpose(1, 2)), (x.shape[2], x.shape[3])
+    x = sr(tokens_as_nchw(x, hw))
+    return norm(nchw_as_tokens(x)), (x.shape[2], x.shape[3])
