@@ -1,0 +1,123 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""The speed / memory pieces of the shared layers: channels-last token
+views, the MLP that recomputes its tail in backward, and attention calls
+that reach SDPA's fused CPU kernel."""
+import pytest
+import torch
+import torch.nn as nn
+
+from mmlinattn.models.attention import CSWinAttention, WindowAttention
+from mmlinattn.models.utils import (Mlp, nchw_as_tokens, tokens_as_nchw,
+                                    tokens_to_nchw)
+
+
+def test_token_views_cost_no_copy_and_match_the_contiguous_map():
+    x = torch.randn(2, 5 * 7, 6)
+    view = tokens_as_nchw(x, (5, 7))
+    assert view.data_ptr() == x.data_ptr()
+    assert view.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(view, tokens_to_nchw(x, (5, 7)))
+    conv = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+    out = conv(view)
+    tokens = nchw_as_tokens(out)
+    assert tokens.data_ptr() == out.data_ptr()  # channels-last out: free
+    expected = conv(tokens_to_nchw(x, (5, 7))).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(tokens, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match='do not form a 4x7 grid'):
+        tokens_as_nchw(x, (4, 7))
+
+
+def _mlp_step(mlp, x, hw, plain, autocast=False):
+    x = x.detach().requires_grad_()
+    for p in mlp.parameters():
+        p.grad = None
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+        if plain:  # the textbook expression, autograd keeps everything
+            y = mlp.fc2(mlp.drop(mlp.activate(mlp.fc1(x), hw)))
+        else:
+            y = mlp(x, hw)
+    (y.float().sin()).sum().backward()
+    grads = {n: p.grad for n, p in mlp.named_parameters() if p.grad is not None}
+    return y.detach().float(), x.grad, grads
+
+
+@pytest.mark.parametrize('conv_ffn', [False, True])
+@pytest.mark.parametrize('autocast', [False, True])
+def test_recomputed_mlp_tail_gives_autograds_values_and_gradients(
+        conv_ffn, autocast):
+    torch.manual_seed(0)
+    mlp = Mlp(12, 48, use_dwconv=conv_ffn)
+    x, hw = torch.randn(2, 5 * 7, 12), (5, 7)
+    y0, gx0, g0 = _mlp_step(mlp, x, hw, plain=True, autocast=autocast)
+    y1, gx1, g1 = _mlp_step(mlp, x, hw, plain=False, autocast=autocast)
+    torch.testing.assert_close(y1, y0, rtol=0, atol=0)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-6, atol=1e-7)
+    assert g1.keys() == g0.keys() and len(g0) == (6 if conv_ffn else 4)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-6, atol=1e-7)
+
+
+def test_recomputed_mlp_tail_keeps_one_hidden_tensor_and_respects_freezing():
+    torch.manual_seed(0)
+    mlp = Mlp(8, 64, use_dwconv=True)
+    x = torch.randn(2, 16, 8, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        mlp(x, (4, 4)).sum()
+    hidden = 2 * 16 * 64
+    # fc1 keeps its input (C-wide); the tail keeps fc1's output only
+    assert sum(n for n in saved if n == hidden) == hidden
+    for p in mlp.fc2.parameters():
+        p.requires_grad_(False)
+    mlp(x, (4, 4)).sum().backward()
+    assert mlp.fc2.weight.grad is None and mlp.fc1.weight.grad is not None
+
+
+def test_mlp_with_dropout_inside_takes_the_plain_path_in_training():
+    torch.manual_seed(0)
+    mlp = Mlp(8, 32, drop=0.5).train()
+    x = torch.randn(2, 16, 8, requires_grad=True)
+    y = mlp(x)
+    assert 'RecomputedTail' not in type(y.grad_fn).__name__
+    assert (y == 0).any()  # dropout after fc2 is active
+    with pytest.raises(ValueError, match='needs the token grid'):
+        Mlp(8, 32, use_dwconv=True)(x)
+
+
+def _sdpa_kernels(fn) -> set:
+    with torch.profiler.profile() as prof:
+        fn()
+    return {e.name for e in prof.events() if 'scaled_dot_product' in e.name}
+
+
+@pytest.mark.parametrize('shift', [False, True])
+def test_window_attention_reaches_the_fused_cpu_kernel(shift):
+    torch.manual_seed(0)
+    attn = WindowAttention(32, 2, window_size=4, shift=shift).eval()
+    x = torch.randn(2, 10 * 9, 32)  # padded to 12 x 12 -> masked windows
+    with torch.no_grad():
+        kernels = _sdpa_kernels(lambda: attn(x, (10, 9)))
+    assert 'aten::_scaled_dot_product_flash_attention_for_cpu' in kernels
+    assert 'aten::_scaled_dot_product_attention_math' not in kernels
+
+
+def test_padded_cswin_stripes_reach_the_fused_cpu_kernel():
+    torch.manual_seed(0)
+    attn = CSWinAttention(32, 2, split_size=3).eval()
+    x = torch.randn(2, 7 * 8, 32)  # 7 x 8 is padded to whole stripes of 3
+    with torch.no_grad():
+        kernels = _sdpa_kernels(lambda: attn(x, (7, 8)))
+    assert 'aten::_scaled_dot_product_flash_attention_for_cpu' in kernels
+    assert 'aten::_scaled_dot_product_attention_math' not in kernels
+    # and the fused kernel with the 4-D mask gives the masked math result
+    with torch.no_grad(), torch.nn.attention.sdpa_kernel(
+            torch.nn.attention.SDPBackend.MATH):
+        reference = attn(x, (7, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, (7, 8)), reference, rtol=1e-5,
+                                   atol=1e-6)
