@@ -121,3 +121,14 @@ def test_padded_cswin_stripes_reach_the_fused_cpu_kernel():
     with torch.no_grad():
         torch.testing.assert_close(attn(x, (7, 8)), reference, rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_recomputed_mlp_tail_on_a_device_without_autocast():
+    # shape checks build models on 'meta', which has no autocast state
+    mlp = Mlp(8, 32, use_dwconv=True).to('meta')
+    x = torch.randn(2, 16, 8, device='meta', requires_grad=True)
+    y = mlp(x, (4, 4))
+    assert 'RecomputedTail' in type(y.grad_fn).__name__
+    y.sum().backward()
+    assert mlp.fc2.weight.grad.shape == (8, 32)
+    assert mlp.dwconv.dwconv.weight.grad.shape == (32, 1, 3, 3)

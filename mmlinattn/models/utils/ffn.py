@@ -1,5 +1,6 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """Feed-forward blocks shared by the families (plain MLP and ConvFFN)."""
+from contextlib import nullcontext
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -45,8 +46,10 @@ class _RecomputedTail(torch.autograd.Function):
                 *params: torch.Tensor) -> torch.Tensor:
         ctx.mlp, ctx.hw = mlp, hw
         device = h.device.type
+        # devices without autocast (e.g. 'meta' in shape checks) have none
         ctx.autocast = (device, torch.is_autocast_enabled(device),
-                        torch.get_autocast_dtype(device))
+                        torch.get_autocast_dtype(device)
+                        ) if torch.amp.is_autocast_available(device) else None
         ctx.save_for_backward(h)
         return mlp.fc2(mlp.activate(h, hw))
 
@@ -55,10 +58,11 @@ class _RecomputedTail(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         h, = ctx.saved_tensors
         mlp = ctx.mlp
-        device, enabled, dtype = ctx.autocast
         conv = mlp.dwconv.dwconv if mlp.dwconv is not None else None
-        with torch.enable_grad(), torch.autocast(
-                device, dtype=dtype, enabled=enabled):
+        autocast = (torch.autocast(ctx.autocast[0], dtype=ctx.autocast[2],
+                                   enabled=ctx.autocast[1])
+                    if ctx.autocast is not None else nullcontext())
+        with torch.enable_grad(), autocast:
             h = h.detach().requires_grad_(ctx.needs_input_grad[0])
             act = mlp.activate(h, ctx.hw)
         weight, bias = mlp.fc2.weight, mlp.fc2.bias
