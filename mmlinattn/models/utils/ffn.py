@@ -123,9 +123,6 @@ class Mlp(nn.Module):
                 and not (self.training and self.drop.p > 0)
                 and not torch.compiler.is_compiling()
                 and not torch.jit.is_tracing()):
-            if self.dwconv is not None and hw is None:
-                raise ValueError('Mlp(use_dwconv=True) needs the token grid '
-                                 'hw=(H, W)')
             params = [self.fc2.weight, self.fc2.bias]
             if self.dwconv is not None:
                 params += [self.dwconv.dwconv.weight, self.dwconv.dwconv.bias]
