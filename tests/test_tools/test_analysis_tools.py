@@ -230,6 +230,47 @@ def test_benchmark_writes_json(tmp_path, monkeypatch):
     assert 'benchmark.py' in result['command']
 
 
+def test_benchmark_train_mode_runs_backward_through_every_output(
+        tmp_path, monkeypatch):
+    """``--mode train`` times training steps: the model is in train mode
+    and every output level reaches the loss (each level's own parameters
+    get a gradient)."""
+    import mmlinattn.utils.model_builder as model_builder
+
+    class TwoLevels(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1)
+            self.level2 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+            self.unused = nn.Linear(4, 4)
+            self.modes = []
+
+        def forward(self, x):
+            self.modes.append(self.training)
+            x = self.stem(x)
+            return x, {'level2': [self.level2(x)]}
+
+    model = TwoLevels().eval()
+    monkeypatch.setattr(model_builder, 'build_model',
+                        lambda *args, **kwargs: (model, 'two levels'))
+    tool = load_tool('benchmark')
+    out = tmp_path / 'train.json'
+    run_main(tool, [
+        '--backbone', 'ignored', '--mode', 'train', '--shape', '8',
+        '--warmup', '0', '--repeat', '2', '--iters', '1', '--device', 'cpu',
+        '--out',
+        str(out)
+    ], monkeypatch)
+    result = json.loads(out.read_text())
+    assert result['mode'] == 'train'
+    assert model.modes == [True, True]
+    assert model.stem.weight.grad is not None
+    assert model.level2.weight.grad.abs().sum() > 0
+    assert model.unused.weight.grad is None
+    assert result['timing']['repeats'] == 2
+
+
 @pytest.mark.skipif(
     not osp.exists('/proc/self/status'),
     reason='CPU peak memory is read from /proc (Linux)')

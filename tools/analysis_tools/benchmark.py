@@ -1,7 +1,9 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
-"""Inference throughput (img/s) and peak memory of a backbone or model.
+"""Inference throughput (img/s) or training-step time, and peak memory, of a
+backbone or model.
 
-Protocol: eval mode, ``torch.no_grad()``, ``--warmup`` untimed passes
+Protocol (``--mode inference``): eval mode, ``torch.no_grad()``, ``--warmup``
+untimed passes
 (which also compile with ``--compile``), then ``--repeat`` timed repeats of
 ``--iters`` passes each (auto: enough passes for >= 0.2 s); the median
 repeat gives the time per batch, ``batch / time`` the throughput.
@@ -11,7 +13,10 @@ input batch: on CUDA ``torch.cuda.max_memory_allocated`` after a reset;
 on CPU the growth of the resident-set high-water mark (Linux ``VmHWM``,
 reset through ``/proc/self/clear_refs``), which includes allocator
 overhead. Toolbox models run their network forward (``mode='tensor'``,
-no post-processing).
+no post-processing). ``--mode train``: train mode, one pass is a training
+step without optimizer (gradients cleared, forward, backward of the sum of
+the means of every output tensor); ``--warmup 0 --repeat 1 --iters 1``
+measures the first step, whose peak includes allocating the gradients.
 
 Examples::
 
@@ -20,9 +25,14 @@ Examples::
     python tools/analysis_tools/benchmark.py \
         configs/detection/retinanet_litv2_small_1x.py --backbone-only \
         --shape 800 1333 --batch-size 1 --threads 2
+    python tools/analysis_tools/benchmark.py \
+        configs/detection/retinanet_litv2_small_1x.py --backbone-only \
+        --mode train --shape 800 1333 --batch-size 2 --threads 2 \
+        --warmup 0 --repeat 1 --iters 1
 """
 import argparse
 import json
+from typing import Iterator
 
 import torch
 from mmengine.config import DictAction
@@ -67,6 +77,11 @@ def parse_args() -> argparse.Namespace:
         default='fp32',
         help='fp16/bf16 through torch.autocast')
     parser.add_argument(
+        '--mode',
+        choices=('inference', 'train'),
+        default='inference',
+        help='inference: no_grad forward; train: forward + backward')
+    parser.add_argument(
         '--compile',
         action='store_true',
         help='torch.compile the model (compiled in warm-up)')
@@ -81,6 +96,19 @@ def parse_args() -> argparse.Namespace:
         '--threads', type=int, help='torch.set_num_threads (CPU)')
     parser.add_argument('--out', help='write the result as JSON')
     return parser.parse_args()
+
+
+def output_tensors(outputs: object) -> Iterator[torch.Tensor]:
+    """The floating-point tensors in a (nested) model output."""
+    if isinstance(outputs, torch.Tensor):
+        if outputs.is_floating_point():
+            yield outputs
+    elif isinstance(outputs, dict):
+        for value in outputs.values():
+            yield from output_tensors(value)
+    elif isinstance(outputs, (list, tuple)):
+        for value in outputs:
+            yield from output_tensors(value)
 
 
 def main() -> None:
@@ -109,9 +137,19 @@ def main() -> None:
         with torch.no_grad(), autocast(device, args.dtype):
             return model(inputs)
 
+    def train_step():
+        for param in model.parameters():
+            param.grad = None
+        with autocast(device, args.dtype):
+            loss = sum(t.float().mean() for t in output_tensors(model(inputs)))
+        loss.backward()
+
+    if args.mode == 'train':
+        model.train()
+
     memory = PeakMemory(device)
     timing = time_fn(
-        forward,
+        train_step if args.mode == 'train' else forward,
         device,
         args.warmup,
         args.repeat,
@@ -121,6 +159,7 @@ def main() -> None:
     result = dict(
         model=kind,
         input_shape=[args.batch_size, 3, *shape],
+        mode=args.mode,
         dtype=args.dtype,
         compile=args.compile,
         params=params,
@@ -131,11 +170,13 @@ def main() -> None:
         **environment(device))
     mem = ('n/a' if peak is None else f'{peak / 2**20:.1f} MiB above model '
            'and input')
+    unit = 'training step' if args.mode == 'train' else 'batch'
     print(f'{kind}\ninput {result["input_shape"]} {args.dtype}'
-          f'{" compiled" if args.compile else ""} on {result["device"]}\n'
+          f'{" compiled" if args.compile else ""} {args.mode} on '
+          f'{result["device"]}\n'
           f'{result["img_per_s"]:.2f} img/s ({result["ms_per_batch"]:.2f} ms '
-          f'per batch, median of {args.repeat} x {timing["iters_per_repeat"]}'
-          f'), peak memory {mem}')
+          f'per {unit}, median of {args.repeat} x '
+          f'{timing["iters_per_repeat"]}), peak memory {mem}')
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=2)
