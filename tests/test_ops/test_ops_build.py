@@ -95,7 +95,26 @@ def test_extension_exports_the_ops():
     ext = gk_module.ext_module
     for name in ('has_cuda', 'gaussian_sqdist_forward',
                  'gaussian_sqdist_backward', 'gaussian_kernel_matmul_forward',
-                 'gaussian_kernel_matmul_backward'):
+                 'gaussian_kernel_matmul_backward', 'focusing_forward',
+                 'focusing_backward'):
         assert hasattr(ext, name), name
     assert ops.ext_has_cuda() == bool(ext.has_cuda())
     assert gk_module._EXT_HAS_OPS
+
+
+@pytest.mark.skipif(
+    not ext_available() or not torch.backends.openmp.is_available()
+    or not osp.exists('/proc/self/maps'),
+    reason='needs the built extension, a torch with OpenMP and Linux')
+def test_extension_uses_the_openmp_runtime_torch_loaded():
+    """at::parallel_for is inline header code: compiled without OpenMP the
+    CPU kernels run on one thread. The extension must need libgomp and
+    share the copy torch already loaded (one runtime, one thread count)."""
+    ext = importlib.import_module('mmlinattn.ops.ext_loader').ext_module
+    dynamic = subprocess.run(['readelf', '-d', ext.__file__],
+                             capture_output=True,
+                             text=True).stdout
+    assert 'libgomp' in dynamic, 'mmlinattn._ext was built without -fopenmp'
+    with open('/proc/self/maps') as f:
+        runtimes = {line.split()[-1] for line in f if 'libgomp' in line}
+    assert len(runtimes) == 1, runtimes

@@ -236,6 +236,9 @@ at::Tensor gaussian_kernel_matmul_forward_cpu(const at::Tensor& p,
     const scalar_t* oT_ptr = oT.data_ptr<scalar_t>();
     at::parallel_for(0, plan.items(batch), 1, [&](int64_t begin,
                                                   int64_t end) {
+      // OpenMP workers do not inherit the caller's grad mode: the tile
+      // GEMMs below must not reach autograd (inputs may require grad)
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
       auto kernel = at::empty({plan.tile_rows, plan.tile_cols}, pa.options());
       for (int64_t item = begin; item < end; ++item) {
         const int64_t rt = item % plan.row_tiles;
@@ -281,6 +284,9 @@ std::vector<at::Tensor> gaussian_kernel_matmul_backward_cpu(
     const scalar_t* oT_ptr = oT.data_ptr<scalar_t>();
     at::parallel_for(0, plan.items(batch), 1, [&](int64_t begin,
                                                   int64_t end) {
+      // OpenMP workers do not inherit the caller's grad mode: the tile
+      // GEMMs below must not reach autograd (inputs may require grad)
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
       auto kernel = at::empty({plan.tile_rows, plan.tile_cols}, pa.options());
       auto s_buf = at::empty({plan.tile_rows, plan.tile_cols}, pa.options());
       std::vector<scalar_t> row_sum(plan.tile_rows);
