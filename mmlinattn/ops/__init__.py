@@ -1,16 +1,19 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """Compiled ops (``mmlinattn._ext``) with pure-PyTorch references."""
-from .ext_loader import ext_available, ext_has_cuda
+from .ext_loader import ext_available, ext_has_cuda, reference_ops
+from .focusing import (focusing_backend, focusing_function,
+                       focusing_function_reference)
 from .gaussian_kernel import (gaussian_kernel, gaussian_kernel_matmul,
                               gaussian_kernel_matmul_reference,
                               gaussian_kernel_reference,
                               gaussian_kernel_t_matmul,
                               gaussian_kernel_t_matmul_reference, ops_backend,
-                              reference_ops, sqdist, sqdist_reference)
+                              sqdist, sqdist_reference)
 
 __all__ = [
     'ext_available', 'ext_has_cuda', 'sqdist', 'sqdist_reference',
     'gaussian_kernel', 'gaussian_kernel_reference', 'gaussian_kernel_matmul',
     'gaussian_kernel_matmul_reference', 'gaussian_kernel_t_matmul',
-    'gaussian_kernel_t_matmul_reference', 'reference_ops', 'ops_backend'
+    'gaussian_kernel_t_matmul_reference', 'reference_ops', 'ops_backend',
+    'focusing_function', 'focusing_function_reference', 'focusing_backend'
 ]

@@ -9,12 +9,14 @@ Environment variables:
     MMLINATTN_EXT_PATH=<file> load the extension from this shared library
                               (e.g. a scratch build) instead of the package.
 """
+import contextlib
 import importlib.util
 import os
 import sys
+import threading
 import warnings
 from types import ModuleType
-from typing import Optional
+from typing import Iterator, Optional
 
 _NAME = 'mmlinattn._ext'
 
@@ -58,3 +60,28 @@ def ext_available() -> bool:
 def ext_has_cuda() -> bool:
     """Whether ``mmlinattn._ext`` was compiled with its CUDA kernels."""
     return ext_module is not None and bool(ext_module.has_cuda())
+
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def reference_ops() -> Iterator[None]:
+    """Run the pure-PyTorch references of every op inside the block (this
+    thread).
+
+    Example:
+        >>> with reference_ops():
+        ...     y = gaussian_kernel_matmul(q, l, x)  # never the extension
+    """
+    previous = reference_forced()
+    _state.force_reference = True
+    try:
+        yield
+    finally:
+        _state.force_reference = previous
+
+
+def reference_forced() -> bool:
+    """Whether :func:`reference_ops` is active in this thread."""
+    return getattr(_state, 'force_reference', False)

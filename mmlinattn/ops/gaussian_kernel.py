@@ -30,14 +30,14 @@ numerics of the official torch-path checkpoints (may be slightly negative on
 a self-distance diagonal; it is matmul-bound and always runs in PyTorch).
 """
 import contextlib
-import threading
 from typing import ContextManager, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from .ext_loader import ext_has_cuda, ext_module
+from .ext_loader import (ext_has_cuda, ext_module, reference_forced,
+                         reference_ops)
 
 _METHODS = ('exact', 'expand')
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -45,23 +45,6 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # materialises per chunk (64 MiB in fp32).
 _REFERENCE_CHUNK_NUMEL = 1 << 24
 
-_state = threading.local()
-
-
-@contextlib.contextmanager
-def reference_ops() -> Iterator[None]:
-    """Run the pure-PyTorch references inside the block (this thread).
-
-    Example:
-        >>> with reference_ops():
-        ...     y = gaussian_kernel_matmul(q, l, x)  # never the extension
-    """
-    previous = getattr(_state, 'force_reference', False)
-    _state.force_reference = True
-    try:
-        yield
-    finally:
-        _state.force_reference = previous
 
 
 # ---------------------------------------------------------------------------
@@ -166,8 +149,7 @@ _EXT_HAS_OPS = ext_module is not None and hasattr(ext_module,
 
 
 def _use_ext(t: Tensor, force_reference: bool) -> bool:
-    if (force_reference or not _EXT_HAS_OPS
-            or getattr(_state, 'force_reference', False)):
+    if force_reference or not _EXT_HAS_OPS or reference_forced():
         return False
     if t.device.type == 'cpu':
         return True

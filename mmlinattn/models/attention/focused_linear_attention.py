@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
+from mmlinattn.ops.focusing import focusing_function
 from mmlinattn.registry import register_model
 from ..utils import (head_dims, nchw_as_tokens, resize_grid_table_on_load,
                      resize_pos_embed, run_in_float32, spatial_reduction,
@@ -20,78 +21,9 @@ from ..utils import (head_dims, nchw_as_tokens, resize_grid_table_on_load,
 
 Grid = Tuple[int, int]
 
-# Kernel offset added after ReLU and the normaliser epsilon of the official
-# code (LeapLabTHU/FLatten-Transformer after the 2024-05 stability rewrite).
-KERNEL_EPS = 1e-6
+# Normaliser epsilon of the official code (LeapLabTHU/FLatten-Transformer
+# after the 2024-05 stability rewrite).
 NORMALISER_EPS = 1e-6
-
-
-def _focus(x: torch.Tensor, scale: torch.Tensor, p: float) -> torch.Tensor:
-    t = (F.relu(x) + KERNEL_EPS) / scale
-    row_max = t.amax(dim=-1, keepdim=True)
-    tau = t / row_max
-    tau_p = tau.pow(p)
-    return tau_p * (
-        row_max * tau.norm(dim=-1, keepdim=True) /
-        tau_p.norm(dim=-1, keepdim=True))
-
-
-class _FocusingFunction(torch.autograd.Function):
-    """phi_p with a hand-written backward that keeps only the input.
-
-    Autograd of the plain expression stores about six (N, C) tensors per
-    call (ReLU mask, quotients, powers, norms); here backward recomputes
-    t from ``x`` and applies the closed-form gradient of
-    ``||t|| t**p / ||t**p||`` written in terms of tau = t / max(t), which
-    is free of the row maximum (phi is homogeneous of degree 1).
-    """
-
-    @staticmethod
-    def forward(ctx, x, scale, p):
-        ctx.save_for_backward(x, scale)
-        ctx.p = p
-        return _focus(x, scale, p)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, scale = ctx.saved_tensors
-        p = ctx.p
-        t = (F.relu(x) + KERNEL_EPS) / scale
-        tau = t / t.amax(dim=-1, keepdim=True)
-        tau_pm1 = tau.pow(p - 1)
-        tau_p = tau_pm1 * tau
-        a = tau.norm(dim=-1, keepdim=True)  # ||tau||
-        b = tau_p.norm(dim=-1, keepdim=True)  # ||tau**p||
-        g_dot = (grad * tau_p).sum(dim=-1, keepdim=True)
-        grad_t = (g_dot / (a * b)) * tau + (p * a / b) * tau_pm1 * (
-            grad - (g_dot / b.square()) * tau_p)
-        grad_x = grad_scale = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_t.div(scale).masked_fill_(x <= 0, 0)
-        if ctx.needs_input_grad[1]:
-            # dt/ds = -t / s, summed over the broadcast dims of scale
-            grad_scale = (grad_t * t).div_(scale).neg_().sum_to_size(
-                scale.shape)
-        return grad_x, grad_scale, None
-
-
-def focusing_function(x: torch.Tensor, scale: torch.Tensor,
-                      focusing_factor: float) -> torch.Tensor:
-    """phi_p(x) = ||t|| * t**p / ||t**p|| with t = (ReLU(x) + 1e-6) / scale.
-
-    Norms run over the last (full channel) dim. ``f_p`` is homogeneous of
-    degree 1, so t is divided by its row maximum before the power: the same
-    value as the paper's formula, but t**p can neither overflow nor make the
-    denominator vanish, for any ``p`` and in half precision. ``scale`` (the
-    positive per-channel divisor) broadcasts against ``x``. With gradients,
-    backward keeps only ``x`` and ``scale`` in memory; without, the plain
-    expression runs (traceable and exportable).
-    """
-    p = float(focusing_factor)
-    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
-        return _FocusingFunction.apply(x, scale, p)
-    return _focus(x, scale, p)
 
 
 def _check_grid(name: str, grid: Sequence[int]) -> Grid:
@@ -109,7 +41,7 @@ class FocusedLinearAttention(BaseModule):
 
     ``O = norm_rows(phi_p(Q) phi_p(K)^T) V + DWC(V)`` evaluated as
     ``phi_p(Q) (phi_p(K)^T V)`` in O(N d^2): ``phi_p`` is
-    :func:`focusing_function` with a learnable per-channel ``scale``
+    :func:`~mmlinattn.ops.focusing_function` (a fused CPU kernel) with a learnable per-channel ``scale``
     (softplus) shared by q and k, a learnable ``positional_encoding`` is
     added to K before the kernel, the normaliser is
     ``phi(q_i) . mean_j phi(k_j) + 1e-6`` and the key-value product is

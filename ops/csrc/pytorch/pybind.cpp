@@ -15,6 +15,13 @@ std::vector<at::Tensor> gaussian_kernel_matmul_backward(
     const at::Tensor& p, const at::Tensor& o, const at::Tensor& a,
     const at::Tensor& b, bool with_kb);
 
+at::Tensor focusing_forward(const at::Tensor& x, const at::Tensor& scale,
+                            double p);
+std::vector<at::Tensor> focusing_backward(const at::Tensor& grad,
+                                          const at::Tensor& x,
+                                          const at::Tensor& scale, double p,
+                                          bool with_scale);
+
 bool has_cuda() {
 #ifdef MMLINATTN_WITH_CUDA
   return true;
@@ -43,4 +50,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "dp_r = sum_c s_rc (o_c - p_r)",
         py::arg("p"), py::arg("o"), py::arg("a"), py::arg("b"),
         py::arg("with_kb"));
+  m.def("focusing_forward", &focusing_forward,
+        "FLatten focusing function of the rows of x (R, C) with scale (C,)",
+        py::arg("x"), py::arg("scale"), py::arg("p"));
+  m.def("focusing_backward", &focusing_backward,
+        "(grad_x, per-block scale partials or None) of focusing_forward",
+        py::arg("grad"), py::arg("x"), py::arg("scale"), py::arg("p"),
+        py::arg("with_scale"));
 }
