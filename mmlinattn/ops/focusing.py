@@ -17,6 +17,8 @@ row from ``x``) runs for float32 / float64 CPU tensors with a per-channel
 ``force_reference=True``, inside :func:`~mmlinattn.ops.reference_ops`, or
 without the extension — :func:`focusing_function_reference` runs.
 """
+from typing import Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -64,24 +66,29 @@ class _ReferenceFocusing(Function):
     @once_differentiable
     def backward(ctx, grad):
         x, scale = ctx.saved_tensors
-        p = ctx.p
-        t = (F.relu(x) + KERNEL_EPS) / scale
-        tau = t / t.amax(dim=-1, keepdim=True)
-        tau_pm1 = tau.pow(p - 1)
-        tau_p = tau_pm1 * tau
-        a = tau.norm(dim=-1, keepdim=True)  # ||tau||
-        b = tau_p.norm(dim=-1, keepdim=True)  # ||tau**p||
-        g_dot = (grad * tau_p).sum(dim=-1, keepdim=True)
-        grad_t = (g_dot / (a * b)) * tau + (p * a / b) * tau_pm1 * (
-            grad - (g_dot / b.square()) * tau_p)
-        grad_x = grad_scale = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_t.div(scale).masked_fill_(x <= 0, 0)
-        if ctx.needs_input_grad[1]:
-            # dt/ds = -t / s, summed over the broadcast dims of scale
-            grad_scale = (grad_t * t).div_(scale).neg_().sum_to_size(
-                scale.shape)
-        return grad_x, grad_scale, None
+        return (*_reference_backward(grad, x, scale, ctx.p,
+                                     ctx.needs_input_grad[0],
+                                     ctx.needs_input_grad[1]), None)
+
+
+def _reference_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
+                        need_x: bool, need_scale: bool):
+    t = (F.relu(x) + KERNEL_EPS) / scale
+    tau = t / t.amax(dim=-1, keepdim=True)
+    tau_pm1 = tau.pow(p - 1)
+    tau_p = tau_pm1 * tau
+    a = tau.norm(dim=-1, keepdim=True)  # ||tau||
+    b = tau_p.norm(dim=-1, keepdim=True)  # ||tau**p||
+    g_dot = (grad * tau_p).sum(dim=-1, keepdim=True)
+    grad_t = (g_dot / (a * b)) * tau + (p * a / b) * tau_pm1 * (
+        grad - (g_dot / b.square()) * tau_p)
+    grad_x = grad_scale = None
+    if need_x:
+        grad_x = grad_t.div(scale).masked_fill_(x <= 0, 0)
+    if need_scale:
+        # dt/ds = -t / s, summed over the broadcast dims of scale
+        grad_scale = (grad_t * t).div_(scale).neg_().sum_to_size(scale.shape)
+    return grad_x, grad_scale
 
 
 class _FusedFocusing(Function):
@@ -100,15 +107,19 @@ class _FusedFocusing(Function):
     @once_differentiable
     def backward(ctx, grad):
         x, scale = ctx.saved_tensors
-        channels = x.shape[-1]
-        grad_x, partials = ext_module.focusing_backward(
-            grad.reshape(-1, channels), x.reshape(-1, channels),
-            scale.reshape(channels), ctx.p, ctx.needs_input_grad[1])
-        grad_scale = (
-            partials.sum(0).view(scale.shape)
-            if ctx.needs_input_grad[1] else None)
-        return (grad_x.view(x.shape) if ctx.needs_input_grad[0] else None,
-                grad_scale, None)
+        return (*_fused_backward(grad, x, scale, ctx.p,
+                                 ctx.needs_input_grad[0],
+                                 ctx.needs_input_grad[1]), None)
+
+
+def _fused_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
+                    need_x: bool, need_scale: bool):
+    channels = x.shape[-1]
+    grad_x, partials = ext_module.focusing_backward(
+        grad.reshape(-1, channels), x.reshape(-1, channels),
+        scale.reshape(channels), p, need_scale)
+    return (grad_x.view(x.shape) if need_x else None,
+            partials.sum(0).view(scale.shape) if need_scale else None)
 
 
 def _use_fused(x: Tensor, scale: Tensor) -> bool:
@@ -149,6 +160,21 @@ def focusing_function(x: Tensor,
     if not force_reference and _use_fused(x, scale):
         return _FusedFocusing.apply(x, scale, float(focusing_factor))
     return focusing_function_reference(x, scale, focusing_factor)
+
+
+def focusing_function_backward(grad: Tensor,
+                               x: Tensor,
+                               scale: Tensor,
+                               focusing_factor: float,
+                               need_scale: bool = True
+                               ) -> Tuple[Tensor, Optional[Tensor]]:
+    """Gradients (of x, of scale or None) of :func:`focusing_function` for
+    the upstream ``grad``, recomputed from ``x`` (for autograd Functions
+    that call the focusing function inside and save only its input)."""
+    p = float(focusing_factor)
+    if _use_fused(x, scale):
+        return _fused_backward(grad, x, scale, p, True, need_scale)
+    return _reference_backward(grad, x, scale, p, True, need_scale)
 
 
 def focusing_backend(x: Tensor, scale: Tensor) -> str:

@@ -1,6 +1,8 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """FocusedLinearAttention against a direct O(N^2) evaluation of the FLatten
 formula, plus construction errors, grids, precision and registration."""
+from contextlib import nullcontext
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -299,3 +301,83 @@ def test_focusing_function_gradients(p):
         (x, scale))
     for a, b in zip(ours, paper):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _core_inputs(dtype, B=2, N=12, n=9, C=8):
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(B, m, C, generator=g, dtype=dtype).requires_grad_()
+               for m in (N, n, n))
+    scale = (torch.rand(1, 1, C, generator=g, dtype=dtype) +
+             0.5).requires_grad_()
+    return q, k, v, scale
+
+
+def _plain_core(q, k, v, scale, p, heads):
+    from mmlinattn.models.attention.focused_linear_attention import \
+        _normalised_attention
+    from mmlinattn.ops import focusing_function
+    return _normalised_attention(
+        focusing_function(q, scale, p), focusing_function(k, scale, p), v,
+        heads)[0]
+
+
+@pytest.mark.parametrize('p', [3., 2.5])
+@pytest.mark.parametrize('kernels', ['extension', 'reference'])
+def test_core_node_gradients_and_saved_memory(p, kernels):
+    """The one-node attention core (used whenever gradients are on) has the
+    forward of the plain composition bit for bit, its gradients (gradcheck
+    in fp64; autograd of the composition), and saves fewer bytes."""
+    from mmlinattn.models.attention.focused_linear_attention import \
+        _FocusedLinearCore
+    from mmlinattn.ops import reference_ops
+    q, k, v, scale = _core_inputs(torch.float64)
+
+    def core(*args):
+        return _FocusedLinearCore.apply(*args, p, 2)
+
+    with reference_ops() if kernels == 'reference' else nullcontext():
+        assert torch.autograd.gradcheck(core, (q, k, v, scale))
+        assert torch.equal(
+            core(q, k, v, scale), _plain_core(q, k, v, scale, p, 2))
+        upstream = torch.randn(2, 12, 8, dtype=torch.float64)
+        for a, b in zip(
+                torch.autograd.grad(core(q, k, v, scale), (q, k, v, scale),
+                                    upstream),
+                torch.autograd.grad(
+                    _plain_core(q, k, v, scale, p, 2), (q, k, v, scale),
+                    upstream)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+    def saved_bytes(fn):
+        storages = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = \
+                t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn(q, k, v, scale)
+        return sum(storages.values())
+
+    inputs = sum(t.untyped_storage().nbytes() for t in (q, k, v, scale))
+    ours = saved_bytes(core) - inputs
+    plain = saved_bytes(lambda *a: _plain_core(*a, p, 2)) - inputs
+    assert ours < plain / 2, (ours, plain)
+
+
+def test_layer_uses_the_core_node_only_with_gradients(monkeypatch):
+    import mmlinattn.models.attention.focused_linear_attention as fla
+    calls = []
+    original = fla._FocusedLinearCore.apply
+    monkeypatch.setattr(fla._FocusedLinearCore, 'apply',
+                        lambda *a: calls.append(1) or original(*a))
+    layer = FocusedLinearAttention(16, 2, key_grid=(3, 4))
+    x = torch.randn(1, 12, 16)
+    with torch.no_grad():
+        plain = layer(x, (3, 4))
+    assert not calls
+    with_grad = layer(x, (3, 4))
+    assert calls and torch.equal(with_grad, plain)
+    with_grad.sum().backward()
+    assert layer.scale.grad is not None and layer.qkv.weight.grad is not None

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
-from mmlinattn.ops.focusing import focusing_function
+from mmlinattn.ops.focusing import (focusing_function,
+                                    focusing_function_backward)
 from mmlinattn.registry import register_model
 from ..utils import (head_dims, nchw_as_tokens, resize_grid_table_on_load,
                      resize_pos_embed, run_in_float32, spatial_reduction,
@@ -24,6 +25,87 @@ Grid = Tuple[int, int]
 # Normaliser epsilon of the official code (LeapLabTHU/FLatten-Transformer
 # after the 2024-05 stability rewrite).
 NORMALISER_EPS = 1e-6
+
+
+def _normalised_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          num_heads: int):
+    """``(q (k^T v) / n) / (q . mean(k) + eps)`` per head for focused
+    features q (B, N, C), k (B, n, C) and values v (B, n, C); returns the
+    (B, N, C) output, the (B, h, d, d + 1) key-value product with the mean
+    key as its last column, and the (B, h, N, 1) normaliser."""
+    B, N, C = q.shape
+    n = k.shape[1]
+    d = C // num_heads
+    q = q.view(B, N, num_heads, d).transpose(1, 2)
+    k = k.view(B, n, num_heads, d).transpose(1, 2)
+    v = v.reshape(B, n, num_heads, d).transpose(1, 2)
+    if q.dtype in (torch.float16, torch.bfloat16):
+        # the official fp16-safe form: operands scaled by n^-1/2 each
+        kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
+    else:  # same value; scaling the (d, d) result saves two copies
+        kv = (k.transpose(-2, -1) @ v) / n
+    # One pass over q for numerator and normaliser: the mean key is an
+    # extra column next to the (d, d) key-value product.
+    kv = torch.cat([kv, k.mean(dim=-2).unsqueeze(-1)], dim=-1)
+    out = q @ kv
+    normaliser = out[..., d:] + NORMALISER_EPS
+    out = out[..., :d] / normaliser
+    return out.transpose(1, 2).reshape(B, N, C), kv, normaliser
+
+
+class _FocusedLinearCore(torch.autograd.Function):
+    """phi(q), phi(k) and :func:`_normalised_attention` as one autograd node
+    that keeps q, k, v, the (d, d + 1) products and the normaliser.
+
+    Autograd of the composition also keeps phi(q), phi(k) and the (N, d)
+    numerator, three more (B, N, C) tensors per layer; backward here
+    recomputes phi with the fused focusing kernel and applies the
+    closed-form gradients of the two products and the division. Same
+    forward values (the same operations); gradients equal autograd's up to
+    float summation order.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, scale, focusing_factor, num_heads):
+        out, kv, normaliser = _normalised_attention(
+            focusing_function(q, scale, focusing_factor),
+            focusing_function(k, scale, focusing_factor), v, num_heads)
+        ctx.save_for_backward(q, k, v, scale, kv, normaliser)
+        ctx.focusing_factor, ctx.num_heads = focusing_factor, num_heads
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, k, v, scale, kv, normaliser = ctx.saved_tensors
+        p, h = ctx.focusing_factor, ctx.num_heads
+        B, N, C = q.shape
+        n, d = k.shape[1], C // h
+        phi_q = focusing_function(q, scale, p).view(B, N, h, d).transpose(
+            1, 2)
+        phi_k = focusing_function(k, scale, p).view(B, n, h, d).transpose(
+            1, 2)
+        v_h = v.reshape(B, n, h, d).transpose(1, 2)
+        g = grad.reshape(B, N, h, d).transpose(1, 2)
+        numerator = phi_q @ kv[..., :d]
+        # d out / d [numerator | normaliser], then through out = phi_q @ kv
+        g_out = torch.cat([
+            g / normaliser,
+            -(g * numerator).sum(-1, keepdim=True) / normaliser.square()
+        ], dim=-1)  # (B, h, N, d + 1)
+        g_phi_q = g_out @ kv.transpose(-2, -1)
+        g_kv = phi_q.transpose(-2, -1) @ g_out  # (B, h, d, d + 1)
+        g_kv_d = g_kv[..., :d] / n
+        g_phi_k = v_h @ g_kv_d.transpose(-2, -1) + g_kv[..., d:].transpose(
+            -2, -1) / n
+        g_v = phi_k @ g_kv_d
+        need_scale = ctx.needs_input_grad[3]
+        g_q, g_scale_q = focusing_function_backward(
+            g_phi_q.transpose(1, 2).reshape(B, N, C), q, scale, p, need_scale)
+        g_k, g_scale_k = focusing_function_backward(
+            g_phi_k.transpose(1, 2).reshape(B, n, C), k, scale, p, need_scale)
+        return (g_q, g_k, g_v.transpose(1, 2).reshape(B, n, C),
+                g_scale_q + g_scale_k if need_scale else None, None, None)
 
 
 def _check_grid(name: str, grid: Sequence[int]) -> Grid:
@@ -226,24 +308,17 @@ class FocusedLinearAttention(BaseModule):
 
     def _linear_attention(self, q: torch.Tensor, k: torch.Tensor,
                           v: torch.Tensor, kv_hw: Grid) -> torch.Tensor:
-        B, N, C = q.shape
-        n = k.shape[1]
-        h, d = self.num_heads, self.head_dims
+        scale = F.softplus(self.scale)
+        if (torch.is_grad_enabled()
+                and q.dtype in (torch.float32, torch.float64)
+                and not torch.compiler.is_compiling()
+                and not torch.jit.is_tracing()):
+            pos = self.key_positional_encoding(kv_hw)
+            return _FocusedLinearCore.apply(q, k if pos is None else k + pos,
+                                            v, scale, self.focusing_factor,
+                                            self.num_heads)
         q, k = self.focused_features(q, k, kv_hw)
-        q = q.view(B, N, h, d).transpose(1, 2)
-        k = k.view(B, n, h, d).transpose(1, 2)
-        v = v.reshape(B, n, h, d).transpose(1, 2)
-        if q.dtype in (torch.float16, torch.bfloat16):
-            # the official fp16-safe form: operands scaled by n^-1/2 each
-            kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
-        else:  # same value; scaling the (d, d) result saves two copies
-            kv = (k.transpose(-2, -1) @ v) / n
-        # One pass over q for numerator and normaliser: the mean key is an
-        # extra column next to the (d, d) key-value product.
-        kv = torch.cat([kv, k.mean(dim=-2).unsqueeze(-1)], dim=-1)
-        out = q @ kv
-        out = out[..., :d] / (out[..., d:] + NORMALISER_EPS)
-        return out.transpose(1, 2).reshape(B, N, C)
+        return _normalised_attention(q, k, v, self.num_heads)[0]
 
     def attend(self,
                q: torch.Tensor,
