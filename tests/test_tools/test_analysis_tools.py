@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.models.attention import HiLoAttention, SoftmaxFreeAttention
+from mmlinattn.ops import ext_available
 from mmlinattn.utils.flops import register_flop_handles
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -228,6 +229,33 @@ def test_benchmark_writes_json(tmp_path, monkeypatch):
     assert result['threads'] == 1
     assert result['device'].endswith('(1 threads)')
     assert 'benchmark.py' in result['command']
+
+
+@pytest.mark.skipif(
+    not ext_available(), reason='mmlinattn._ext is not built: the fused '
+    'focusing kernel is what the tool times')
+def test_benchmark_focusing_writes_paired_rows(tmp_path, monkeypatch):
+    tool = load_tool('benchmark_focusing')
+    out = tmp_path / 'focusing.json'
+    run_main(tool, [
+        '--shapes', '2x10x16', '1x7x5', '--repeat', '3', '--warmup', '1',
+        '--out',
+        str(out)
+    ], monkeypatch)
+    rows = json.loads(out.read_text())['rows']
+    assert [(r['shape'], r['mode']) for r in rows] == [
+        ([2, 10, 16], 'forward'), ([2, 10, 16], 'forward+backward'),
+        ([1, 7, 5], 'forward'), ([1, 7, 5], 'forward+backward')
+    ]
+    for row in rows:
+        assert row['fused_ms'] > 0 and row['reference_ms'] > 0
+        assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
+
+
+def test_benchmark_focusing_rejects_a_malformed_shape():
+    tool = load_tool('benchmark_focusing')
+    with pytest.raises(Exception, match='BxNxC'):
+        tool.parse_shape('8x64')
 
 
 def test_benchmark_train_mode_runs_backward_through_every_output(

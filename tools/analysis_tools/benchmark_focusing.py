@@ -1,0 +1,138 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""Paired timing of FLatten's focusing function: the fused kernel of
+``mmlinattn._ext`` against its PyTorch reference, forward (``no_grad``) and
+backward (of a fixed upstream gradient, both inputs), on (B, N, C) features
+with a per-channel scale. Each repeat times one call of each implementation,
+alternating which goes first; the speed-up is the median of the per-repeat
+ratios reference / fused (min-max beside it).
+
+Example (the stage-1 to stage-3 shapes of FLatten-PVT-T at 224, batch 8)::
+
+    python tools/analysis_tools/benchmark_focusing.py \
+        --shapes 8x3136x64 8x784x128 8x196x320 --threads 2
+"""
+import argparse
+import json
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+from mmlinattn.ops import (focusing_backend, focusing_function,
+                           focusing_function_reference)
+
+
+def parse_shape(text: str) -> Tuple[int, int, int]:
+    try:
+        batch, tokens, channels = (int(v) for v in text.split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'shape {text!r}: write it as BxNxC, e.g. 8x3136x64') from None
+    return batch, tokens, channels
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument(
+        '--shapes',
+        type=parse_shape,
+        nargs='+',
+        default=[(8, 3136, 64), (8, 784, 128), (8, 196, 320)])
+    parser.add_argument('--focusing-factor', type=float, default=3.)
+    parser.add_argument('--repeat', type=int, default=15)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--threads', type=int)
+    parser.add_argument('--out', help='write the results as JSON')
+    return parser.parse_args()
+
+
+def paired(calls: Dict[str, Callable[[], None]], warmup: int,
+           repeat: int) -> Dict[str, List[float]]:
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: Dict[str, List[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for i in range(repeat):
+        for name in names if i % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def measure(shape: Tuple[int, int, int], p: float, warmup: int,
+            repeat: int) -> List[Dict]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=generator)
+    scale = torch.rand(1, 1, shape[-1], generator=generator) + 0.5
+    if focusing_backend(x, scale) != 'extension':
+        raise SystemExit('the fused kernel is not available here (build '
+                         'mmlinattn._ext: pip install --no-build-isolation '
+                         '-e .)')
+    upstream = torch.randn(*shape, generator=generator)
+    impls = {
+        'fused': focusing_function,
+        'reference': focusing_function_reference
+    }
+
+    def forward(fn):
+        def call():
+            with torch.no_grad():
+                fn(x, scale, p)
+        return call
+
+    def backward(fn):
+        xg, sg = x.clone().requires_grad_(), scale.clone().requires_grad_()
+
+        def call():  # backward needs its own forward: both are timed
+            torch.autograd.grad(fn(xg, sg, p), (xg, sg), upstream)
+        return call
+
+    rows = []
+    for mode, wrap in (('forward', forward), ('forward+backward', backward)):
+        times = paired({name: wrap(fn)
+                        for name, fn in impls.items()}, warmup, repeat)
+        ratios = [r / f for r, f in zip(times['reference'], times['fused'])]
+        rows.append(
+            dict(
+                shape=list(shape),
+                mode=mode,
+                fused_ms=statistics.median(times['fused']) * 1e3,
+                reference_ms=statistics.median(times['reference']) * 1e3,
+                speedup=statistics.median(ratios),
+                speedup_min=min(ratios),
+                speedup_max=max(ratios)))
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    print('| shape (B, N, C) | mode | fused ms | reference ms | speed-up |\n'
+          '|---|---|---:|---:|---:|')
+    for shape in args.shapes:
+        for row in measure(shape, args.focusing_factor, args.warmup,
+                           args.repeat):
+            rows.append(row)
+            print(f'| {tuple(row["shape"])} | {row["mode"]} | '
+                  f'{row["fused_ms"]:.2f} | {row["reference_ms"]:.2f} | '
+                  f'{row["speedup"]:.2f}x [{row["speedup_min"]:.2f}-'
+                  f'{row["speedup_max"]:.2f}] |')
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(
+                dict(
+                    rows=rows,
+                    threads=torch.get_num_threads(),
+                    repeat=args.repeat,
+                    focusing_factor=args.focusing_factor),
+                f,
+                indent=2)
+
+
+if __name__ == '__main__':
+    main()
