@@ -118,12 +118,12 @@ def get_extensions() -> list:
     include_dirs = [osp.abspath(osp.join(csrc, 'common'))]
     define_macros = []
     extra_compile_args = {'cxx': ['-O3']}
-    extra_link_args = []
     if torch.backends.openmp.is_available() and sys.platform == 'linux':
         # at::parallel_for is inline header code: without OpenMP here it
-        # runs serially (libgomp is the one torch has already loaded)
+        # runs serially. Compiled, not linked, with -fopenmp: the GOMP calls
+        # resolve to the OpenMP runtime libtorch_cpu links (one runtime,
+        # one thread count), never to a second copy.
         extra_compile_args['cxx'].append('-fopenmp')
-        extra_link_args.append('-fopenmp')
     with_cuda = (torch.cuda.is_available() and CUDA_HOME is not None) or \
         os.getenv('FORCE_CUDA', '0') == '1'
     if with_cuda:
@@ -148,8 +148,7 @@ def get_extensions() -> list:
             sources=sources,
             include_dirs=include_dirs,
             define_macros=define_macros,
-            extra_compile_args=extra_compile_args,
-            extra_link_args=extra_link_args)
+            extra_compile_args=extra_compile_args)
     ]
 
 

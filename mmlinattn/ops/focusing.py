@@ -127,7 +127,7 @@ def _use_fused(x: Tensor, scale: Tensor) -> bool:
             and x.device.type == 'cpu' and scale.device.type == 'cpu'
             and x.dtype in (torch.float32, torch.float64)
             and scale.dtype == x.dtype and x.dim() >= 1
-            and scale.dim() <= x.dim() and x.shape[-1] > 0
+            and 1 <= scale.dim() <= x.dim() and x.shape[-1] > 0
             and scale.numel() == scale.shape[-1] == x.shape[-1]
             and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting())

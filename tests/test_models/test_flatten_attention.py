@@ -381,3 +381,31 @@ def test_layer_uses_the_core_node_only_with_gradients(monkeypatch):
     assert calls and torch.equal(with_grad, plain)
     with_grad.sum().backward()
     assert layer.scale.grad is not None and layer.qkv.weight.grad is not None
+
+
+def test_core_node_is_skipped_under_autocast(monkeypatch):
+    """``attend`` called with float32 tensors inside autocast computes its
+    products in bf16, with autocast's casts; the core node (whose backward
+    runs without autocast) is then not used, and backward works."""
+    import mmlinattn.models.attention.focused_linear_attention as fla
+    calls = []
+    original = fla._FocusedLinearCore.apply
+    monkeypatch.setattr(fla._FocusedLinearCore, 'apply',
+                        lambda *a: calls.append(1) or original(*a))
+    layer = FocusedLinearAttention(16, 2, key_grid=(3, 4))
+    q, k, v = (torch.randn(1, 12, 16, requires_grad=True) for _ in range(3))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = layer.attend(q, k, v, (3, 4))
+    assert out.dtype == torch.bfloat16 and not calls
+    out.float().sum().backward()
+    assert all(t.grad is not None for t in (q, k, v))
+    layer.attend(q, k, v, (3, 4))
+    assert calls
+
+
+def test_scale_follows_the_wider_dtype_of_the_features():
+    layer = FocusedLinearAttention(16, 2, key_grid=(3, 4)).half()
+    assert layer._positive_scale(torch.zeros(1, dtype=torch.float32)
+                                 ).dtype == torch.float32
+    assert layer._positive_scale(torch.zeros(1, dtype=torch.float16)
+                                 ).dtype == torch.float16

@@ -92,6 +92,10 @@ def test_dispatch_falls_back_to_the_reference():
     x, scale = inputs((2, 4, 8), torch.float32)
     assert focusing_backend(x.half(), scale.half()) == 'reference'
     assert focusing_backend(x, torch.rand(2, 4, 8) + 0.5) == 'reference'
+    assert focusing_backend(x, torch.tensor(1.5)) == 'reference'
+    torch.testing.assert_close(
+        focusing_function(x, torch.tensor(1.5), 3.),
+        focusing_function(x, torch.full((8, ), 1.5), 3.))
     with reference_ops():
         assert focusing_backend(x, scale) == 'reference'
     half = focusing_function(x.half(), scale.half(), 3.)

@@ -296,21 +296,30 @@ class FocusedLinearAttention(BaseModule):
             kv_hw,
             mode=self.pos_interp_mode)
 
+    def _positive_scale(self, q: torch.Tensor) -> torch.Tensor:
+        """softplus(scale), promoted to q's dtype when that is wider (a half
+        model's fp32 island then meets the fused kernel's one-dtype rule)."""
+        scale = F.softplus(self.scale)
+        return scale.to(torch.promote_types(scale.dtype, q.dtype))
+
     def focused_features(self, q: torch.Tensor, k: torch.Tensor,
                          kv_hw: Grid) -> Tuple[torch.Tensor, torch.Tensor]:
         """phi_p(q) and phi_p(k + positional_encoding), (B, *, C)."""
         pos = self.key_positional_encoding(kv_hw)
         if pos is not None:
             k = k + pos
-        scale = F.softplus(self.scale)
+        scale = self._positive_scale(q)
         return (focusing_function(q, scale, self.focusing_factor),
                 focusing_function(k, scale, self.focusing_factor))
 
     def _linear_attention(self, q: torch.Tensor, k: torch.Tensor,
                           v: torch.Tensor, kv_hw: Grid) -> torch.Tensor:
-        scale = F.softplus(self.scale)
+        scale = self._positive_scale(q)
+        device = q.device.type
         if (torch.is_grad_enabled()
                 and q.dtype in (torch.float32, torch.float64)
+                and not (torch.amp.is_autocast_available(device)
+                         and torch.is_autocast_enabled(device))
                 and not torch.compiler.is_compiling()
                 and not torch.jit.is_tracing()):
             pos = self.key_positional_encoding(kv_hw)
