@@ -46,29 +46,10 @@ def _focus(x: Tensor, scale: Tensor, p: float) -> Tensor:
         tau_p.norm(dim=-1, keepdim=True))
 
 
-class _ReferenceFocusing(Function):
-    """phi_p with a hand-written backward that keeps only the input.
-
-    Autograd of the plain expression stores about six (N, C) tensors per
-    call (ReLU mask, quotients, powers, norms); here backward recomputes
-    t from ``x`` and applies the closed-form gradient of
-    ``||t|| t**p / ||t**p||`` written in terms of tau = t / max(t), which
-    is free of the row maximum (phi is homogeneous of degree 1).
-    """
-
-    @staticmethod
-    def forward(ctx, x, scale, p):
-        ctx.save_for_backward(x, scale)
-        ctx.p = p
-        return _focus(x, scale, p)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, scale = ctx.saved_tensors
-        return (*_reference_backward(grad, x, scale, ctx.p,
-                                     ctx.needs_input_grad[0],
-                                     ctx.needs_input_grad[1]), None)
+def _fused_forward(x: Tensor, scale: Tensor, p: float) -> Tensor:
+    channels = x.shape[-1]
+    return ext_module.focusing_forward(
+        x.reshape(-1, channels), scale.reshape(channels), p).view(x.shape)
 
 
 def _reference_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
@@ -91,27 +72,6 @@ def _reference_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
     return grad_x, grad_scale
 
 
-class _FusedFocusing(Function):
-    """The compiled row kernels; saves only ``x`` and ``scale``."""
-
-    @staticmethod
-    def forward(ctx, x, scale, p):
-        channels = x.shape[-1]
-        ctx.save_for_backward(x, scale)
-        ctx.p = p
-        return ext_module.focusing_forward(
-            x.reshape(-1, channels), scale.reshape(channels),
-            p).view(x.shape)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, scale = ctx.saved_tensors
-        return (*_fused_backward(grad, x, scale, ctx.p,
-                                 ctx.needs_input_grad[0],
-                                 ctx.needs_input_grad[1]), None)
-
-
 def _fused_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
                     need_x: bool, need_scale: bool):
     channels = x.shape[-1]
@@ -120,6 +80,33 @@ def _fused_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
         scale.reshape(channels), p, need_scale)
     return (grad_x.view(x.shape) if need_x else None,
             partials.sum(0).view(scale.shape) if need_scale else None)
+
+
+class _Focusing(Function):
+    """phi_p with a hand-written backward that keeps only ``x`` and
+    ``scale``; ``fused`` runs both passes in the compiled row kernels,
+    otherwise in PyTorch operations.
+
+    Autograd of the plain expression stores about six (N, C) tensors per
+    call (ReLU mask, quotients, powers, norms); here backward recomputes
+    t from ``x`` and applies the closed-form gradient of
+    ``||t|| t**p / ||t**p||`` written in terms of tau = t / max(t), which
+    is free of the row maximum (phi is homogeneous of degree 1).
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale, p, fused):
+        ctx.save_for_backward(x, scale)
+        ctx.p, ctx.fused = p, fused
+        return (_fused_forward if fused else _focus)(x, scale, p)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, scale = ctx.saved_tensors
+        backward = _fused_backward if ctx.fused else _reference_backward
+        return (*backward(grad, x, scale, ctx.p, ctx.needs_input_grad[0],
+                          ctx.needs_input_grad[1]), None, None)
 
 
 def _use_fused(x: Tensor, scale: Tensor) -> bool:
@@ -140,7 +127,7 @@ def focusing_function_reference(x: Tensor, scale: Tensor,
     exportable)."""
     p = float(focusing_factor)
     if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
-        return _ReferenceFocusing.apply(x, scale, p)
+        return _Focusing.apply(x, scale, p, False)
     return _focus(x, scale, p)
 
 
@@ -158,7 +145,7 @@ def focusing_function(x: Tensor,
         force_reference: always run :func:`focusing_function_reference`.
     """
     if not force_reference and _use_fused(x, scale):
-        return _FusedFocusing.apply(x, scale, float(focusing_factor))
+        return _Focusing.apply(x, scale, float(focusing_factor), True)
     return focusing_function_reference(x, scale, focusing_factor)
 
 
