@@ -7,6 +7,18 @@
 #include <sstream>
 #include <string>
 
+// CPU kernels marked MMLINATTN_SIMD_CLONES are compiled for AVX-512, AVX2
+// and baseline x86-64 and picked at load time (GCC function multiversioning
+// on x86-64 Linux), so no -march flag is needed.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__)
+#define MMLINATTN_SIMD_CLONES                                        \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
+                               "default")))
+#else
+#define MMLINATTN_SIMD_CLONES
+#endif
+
 namespace mmlinattn {
 
 inline std::string shape_str(const at::Tensor& t) {

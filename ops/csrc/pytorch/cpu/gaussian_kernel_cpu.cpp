@@ -22,15 +22,6 @@
 #include "pytorch_cpp_helper.hpp"
 #include "pytorch_device_registry.hpp"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__linux__)
-#define MMLINATTN_SIMD_CLONES                                        \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", \
-                               "default")))
-#else
-#define MMLINATTN_SIMD_CLONES
-#endif
-
 namespace {
 
 // a * b + c may become one FMA in the distance and exp code below (ISO C++
