@@ -14,7 +14,8 @@ import time
 import warnings
 from collections import Counter
 from contextlib import nullcontext
-from typing import (Callable, ContextManager, Dict, Optional, Sequence, Tuple)
+from typing import (Callable, ContextManager, Dict, List, Optional, Sequence,
+                    Tuple)
 
 import torch
 import torch.nn as nn
@@ -150,6 +151,29 @@ def time_fn(fn: Callable[[], object],
         iters_per_repeat=iters,
         repeats=repeat,
         warmup=warmup)
+
+
+def time_paired(calls: Dict[str, Callable[[], object]],
+                repeat: int,
+                iters: int = 1,
+                warmup: int = 0) -> Dict[str, List[float]]:
+    """Seconds per call of each of ``calls`` (name -> function) in
+    ``repeat`` rounds of ``iters`` calls each, after ``warmup`` untimed
+    calls of each. Every round times all of them, in the given order on
+    even rounds and reversed on odd ones, so that drifting machine load hits
+    both sides alike: compare them by the per-round ratios."""
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: Dict[str, List[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for round_ in range(repeat):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            for _ in range(iters):
+                calls[name]()
+            times[name].append((time.perf_counter() - start) / iters)
+    return times
 
 
 # -------------------------------------------------------------- analysis

@@ -510,3 +510,20 @@ def test_backbone_of_another_toolbox_as_baseline():
     assert not model.training and 'SwinTransformer' in kind
     with pytest.raises(ValueError, match='cannot import nosuch.registry'):
         tool.build_model(backbone='nosuch.Thing')
+
+
+def test_time_paired_alternates_the_order_every_round():
+    from mmlinattn.utils.benchmarking import time_paired
+    order = []
+    times = time_paired({
+        'a': lambda: order.append('a'),
+        'b': lambda: order.append('b')
+    },
+                        repeat=3,
+                        iters=2,
+                        warmup=1)
+    assert order == ['a', 'b'] + ['a'] * 2 + ['b'] * 2 + ['b'] * 2 + [
+        'a'
+    ] * 2 + ['a'] * 2 + ['b'] * 2
+    assert [len(t) for t in times.values()] == [3, 3]
+    assert all(s >= 0 for t in times.values() for s in t)

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from mmlinattn.utils.benchmarking import environment
+from mmlinattn.utils.benchmarking import environment, time_paired
 
 #: the smallest arch of every backbone (a classification model each)
 SMALLEST = {
@@ -95,13 +95,6 @@ def step_fns(model, fn, mode: str, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def timed(step: Callable[[], None], iters: int) -> float:
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    return (time.perf_counter() - start) / iters
-
-
 def bench_one(name: str, args, x: torch.Tensor) -> List[Dict]:
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -117,17 +110,12 @@ def bench_one(name: str, args, x: torch.Tensor) -> List[Dict]:
         compile_s = time.perf_counter() - start
         comp()
         eager()
-        eager_s, comp_s, ratios = [], [], []
-        for r in range(args.repeat):
-            if r % 2:
-                c = timed(comp, args.iters)
-                e = timed(eager, args.iters)
-            else:
-                e = timed(eager, args.iters)
-                c = timed(comp, args.iters)
-            eager_s.append(e)
-            comp_s.append(c)
-            ratios.append(e / c)
+        times = time_paired({
+            'eager': eager,
+            'compiled': comp
+        }, args.repeat, args.iters)
+        eager_s, comp_s = times['eager'], times['compiled']
+        ratios = [e / c for e, c in zip(eager_s, comp_s)]
         rows.append(
             dict(
                 backbone=name,

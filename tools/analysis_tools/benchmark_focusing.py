@@ -14,13 +14,13 @@ Example (the stage-1 to stage-3 shapes of FLatten-PVT-T at 224, batch 8)::
 import argparse
 import json
 import statistics
-import time
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
 from mmlinattn.ops import (focusing_backend, focusing_function,
                            focusing_function_reference)
+from mmlinattn.utils.benchmarking import environment, time_paired
 
 
 def parse_shape(text: str) -> Tuple[int, int, int]:
@@ -45,21 +45,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int)
     parser.add_argument('--out', help='write the results as JSON')
     return parser.parse_args()
-
-
-def paired(calls: Dict[str, Callable[[], None]], warmup: int,
-           repeat: int) -> Dict[str, List[float]]:
-    for _ in range(warmup):
-        for call in calls.values():
-            call()
-    times: Dict[str, List[float]] = {name: [] for name in calls}
-    names = list(calls)
-    for i in range(repeat):
-        for name in names if i % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def measure(shape: Tuple[int, int, int], p: float, warmup: int,
@@ -92,8 +77,10 @@ def measure(shape: Tuple[int, int, int], p: float, warmup: int,
 
     rows = []
     for mode, wrap in (('forward', forward), ('forward+backward', backward)):
-        times = paired({name: wrap(fn)
-                        for name, fn in impls.items()}, warmup, repeat)
+        times = time_paired({name: wrap(fn)
+                             for name, fn in impls.items()},
+                            repeat,
+                            warmup=warmup)
         ratios = [r / f for r, f in zip(times['reference'], times['fused'])]
         rows.append(
             dict(
@@ -127,9 +114,9 @@ def main() -> None:
             json.dump(
                 dict(
                     rows=rows,
-                    threads=torch.get_num_threads(),
                     repeat=args.repeat,
-                    focusing_factor=args.focusing_factor),
+                    focusing_factor=args.focusing_factor,
+                    **environment(torch.device('cpu'))),
                 f,
                 indent=2)
 
