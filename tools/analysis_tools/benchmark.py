@@ -32,10 +32,11 @@ Examples::
 """
 import argparse
 import json
-from typing import Iterator
+from typing import List
 
 import torch
 from mmengine.config import DictAction
+from torch.utils._pytree import tree_leaves
 
 from mmlinattn.utils.benchmarking import (DTYPES, PeakMemory, autocast,
                                           environment, time_fn)
@@ -98,17 +99,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def output_tensors(outputs: object) -> Iterator[torch.Tensor]:
+def output_tensors(outputs: object) -> List[torch.Tensor]:
     """The floating-point tensors in a (nested) model output."""
-    if isinstance(outputs, torch.Tensor):
-        if outputs.is_floating_point():
-            yield outputs
-    elif isinstance(outputs, dict):
-        for value in outputs.values():
-            yield from output_tensors(value)
-    elif isinstance(outputs, (list, tuple)):
-        for value in outputs:
-            yield from output_tensors(value)
+    return [
+        t for t in tree_leaves(outputs)
+        if isinstance(t, torch.Tensor) and t.is_floating_point()
+    ]
 
 
 def main() -> None:
