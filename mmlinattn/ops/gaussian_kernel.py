@@ -36,8 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd import Function
 
-from .ext_loader import (ext_has_cuda, ext_module, reference_forced,
-                         reference_ops)
+from .ext_loader import ext_has_cuda, ext_module, reference_forced
 
 _METHODS = ('exact', 'expand')
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

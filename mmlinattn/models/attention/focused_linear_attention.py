@@ -16,7 +16,8 @@ from torch.nn.init import trunc_normal_
 from mmlinattn.ops.focusing import (focusing_function,
                                     focusing_function_backward)
 from mmlinattn.registry import register_model
-from ..utils import (head_dims, nchw_as_tokens, resize_grid_table_on_load,
+from ..utils import (hand_written_backward_applies, head_dims,
+                     nchw_as_tokens, resize_grid_table_on_load,
                      resize_pos_embed, run_in_float32, spatial_reduction,
                      tokens_as_nchw)
 
@@ -123,8 +124,9 @@ class FocusedLinearAttention(BaseModule):
 
     ``O = norm_rows(phi_p(Q) phi_p(K)^T) V + DWC(V)`` evaluated as
     ``phi_p(Q) (phi_p(K)^T V)`` in O(N d^2): ``phi_p`` is
-    :func:`~mmlinattn.ops.focusing_function` (a fused CPU kernel) with a learnable per-channel ``scale``
-    (softplus) shared by q and k, a learnable ``positional_encoding`` is
+    :func:`~mmlinattn.ops.focusing_function` (a fused CPU kernel) with a
+    learnable per-channel ``scale`` (softplus) shared by q and k, a
+    learnable ``positional_encoding`` is
     added to K before the kernel, the normaliser is
     ``phi(q_i) . mean_j phi(k_j) + 1e-6`` and the key-value product is
     ``(K n^-1/2)^T (V n^-1/2)`` (the official fp16-safe form), and ``DWC`` is
@@ -316,12 +318,10 @@ class FocusedLinearAttention(BaseModule):
                           v: torch.Tensor, kv_hw: Grid) -> torch.Tensor:
         scale = self._positive_scale(q)
         device = q.device.type
-        if (torch.is_grad_enabled()
+        if (hand_written_backward_applies()
                 and q.dtype in (torch.float32, torch.float64)
                 and not (torch.amp.is_autocast_available(device)
-                         and torch.is_autocast_enabled(device))
-                and not torch.compiler.is_compiling()
-                and not torch.jit.is_tracing()):
+                         and torch.is_autocast_enabled(device))):
             pos = self.key_positional_encoding(kv_hw)
             return _FocusedLinearCore.apply(q, k if pos is None else k + pos,
                                             v, scale, self.focusing_factor,

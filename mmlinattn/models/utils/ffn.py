@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .layout import nchw_as_tokens, tokens_as_nchw
+from .misc import hand_written_backward_applies
 
 
 class DWConv(nn.Module):
@@ -119,10 +120,8 @@ class Mlp(nn.Module):
                 x: torch.Tensor,
                 hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         x = self.fc1(x)
-        if (torch.is_grad_enabled() and x.requires_grad
-                and not (self.training and self.drop.p > 0)
-                and not torch.compiler.is_compiling()
-                and not torch.jit.is_tracing()):
+        if (hand_written_backward_applies() and x.requires_grad
+                and not (self.training and self.drop.p > 0)):
             params = [self.fc2.weight, self.fc2.bias]
             if self.dwconv is not None:
                 params += [self.dwconv.dwconv.weight, self.dwconv.dwconv.bias]

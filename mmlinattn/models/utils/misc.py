@@ -1,6 +1,6 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
-"""Small helpers shared by the families: stochastic depth and activation
-checkpointing."""
+"""Small helpers shared by the families: stochastic depth, activation
+checkpointing and when hand-written backward passes apply."""
 from typing import Any, Callable
 
 import torch
@@ -23,3 +23,12 @@ def checkpoint_call(fn: Callable, *args: Any, enabled: bool) -> Any:
             isinstance(a, torch.Tensor) and a.requires_grad for a in args):
         return cp.checkpoint(fn, *args, use_reentrant=False)
     return fn(*args)
+
+
+def hand_written_backward_applies() -> bool:
+    """Whether a layer may run an autograd Function with a hand-written,
+    memory-saving backward instead of its plain operations: gradients are
+    on and the code runs eagerly (``torch.compile`` sees through the plain
+    operations and fuses them itself; tracing and export need them)."""
+    return (torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing())
