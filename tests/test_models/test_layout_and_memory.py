@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from mmlinattn.models.attention import CSWinAttention, WindowAttention
+from mmlinattn.models.utils import ffn
 from mmlinattn.models.utils import (Mlp, nchw_as_tokens, tokens_as_nchw,
                                     tokens_to_nchw)
 
@@ -87,6 +88,95 @@ def test_mlp_with_dropout_inside_takes_the_plain_path_in_training():
     assert (y == 0).any()  # dropout after fc2 is active
     with pytest.raises(ValueError, match='needs the token grid'):
         Mlp(8, 32, use_dwconv=True)(x)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Row tiles of 64 rows (hidden 48, fp64, one thread) so that small
+    inputs take the cache-tiled CPU path."""
+    monkeypatch.setattr(ffn, '_TILE_BYTES_PER_THREAD', 64 * 48 * 8)
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
+
+
+def _tiled_and_plain(mlp, x, hw, monkeypatch):
+    results = []
+    for min_tiles in (10**9, 4):  # untiled, then tiled
+        monkeypatch.setattr(ffn, '_MIN_TILES', min_tiles)
+        xx = x.clone().requires_grad_()
+        for p in mlp.parameters():
+            p.grad = None
+        y = mlp(xx, hw)
+        (y.sin()).sum().backward()
+        with torch.no_grad():
+            y_eval = mlp(x, hw)
+        results.append((y.detach(), y_eval, xx.grad, {
+            n: p.grad
+            for n, p in mlp.named_parameters() if p.grad is not None
+        }, type(y.grad_fn).__name__))
+    return results
+
+
+@pytest.mark.parametrize('conv_ffn', [False, True])
+@pytest.mark.parametrize('approximate', ['none', 'tanh'])
+def test_cache_tiled_mlp_gives_the_untiled_values_and_gradients(
+        conv_ffn, approximate, small_tiles, monkeypatch):
+    torch.manual_seed(0)
+    mlp = Mlp(12, 48, act_layer=lambda: nn.GELU(approximate=approximate),
+              use_dwconv=conv_ffn).double()
+    x, hw = torch.randn(3, 10 * 11, 12, dtype=torch.double), (10, 11)
+    assert ffn._tile_rows(x, 48) == 64  # 330 rows: 5 tiles, the last short
+    plain, tiled = _tiled_and_plain(mlp, x, hw, monkeypatch)
+    assert plain[4] == '_RecomputedTailBackward'
+    assert tiled[4] == ('_RecomputedTailBackward'
+                        if conv_ffn else '_TiledMlpBackward')
+    for a, b in zip(plain[:3], tiled[:3]):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert tiled[3].keys() == plain[3].keys()
+    assert len(plain[3]) == (6 if conv_ffn else 4)
+    for name in plain[3]:
+        torch.testing.assert_close(tiled[3][name], plain[3][name],
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_cache_tiled_mlp_keeps_one_hidden_tensor_and_respects_freezing(
+        small_tiles, monkeypatch):
+    torch.manual_seed(0)
+    mlp = Mlp(12, 48).double()
+    x = torch.randn(2, 160, 12, dtype=torch.double, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = mlp(x)
+    assert type(y.grad_fn).__name__ == '_TiledMlpBackward'
+    assert sum(n for n in saved if n == 2 * 160 * 48) == 2 * 160 * 48
+    for p in mlp.fc1.parameters():
+        p.requires_grad_(False)
+    mlp(x).sum().backward()
+    assert mlp.fc1.weight.grad is None and mlp.fc1.bias.grad is None
+    assert mlp.fc2.weight.grad is not None and x.grad is not None
+    reference = x.grad.clone()
+    x.grad = None
+    monkeypatch.setattr(ffn, '_MIN_TILES', 10**9)
+    mlp(x).sum().backward()
+    torch.testing.assert_close(x.grad, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_cache_tiling_applies_only_where_it_pays():
+    x = torch.randn(8, 3136, 64)  # PVT stage 1 at 224, batch 8
+    tile = ffn._tile_rows(x, 512)
+    assert tile % 64 == 0 and 64 <= tile <= 8 * 3136 // ffn._MIN_TILES
+    assert ffn._tile_rows(x[:1, :196], 512) == 0  # too few rows
+    assert ffn._tile_rows(x.half(), 512) == 0
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert ffn._tile_rows(x, 512) == 0
+    # only GELU MLPs tile; another activation takes the plain path
+    mlp = Mlp(64, 512, act_layer=nn.ReLU).train()
+    y = mlp(x.requires_grad_())
+    assert type(y.grad_fn).__name__ == '_RecomputedTailBackward'
 
 
 def _sdpa_kernels(fn) -> set:
