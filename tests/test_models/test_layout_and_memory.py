@@ -1,7 +1,7 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """The speed / memory pieces of the shared layers: channels-last token
-views, the MLP that recomputes its tail in backward, and attention calls
-that reach SDPA's fused CPU kernel."""
+views, the MLP that recomputes its tail in backward and runs on cache-sized
+tiles on CPU, and attention calls that reach SDPA's fused CPU kernel."""
 import pytest
 import torch
 import torch.nn as nn
@@ -95,6 +95,7 @@ def small_tiles(monkeypatch):
     """Row tiles of 64 rows (hidden 48, fp64, one thread) so that small
     inputs take the cache-tiled CPU path."""
     monkeypatch.setattr(ffn, '_TILE_BYTES_PER_THREAD', 64 * 48 * 8)
+    monkeypatch.setattr(ffn, '_MIN_ROWS_PER_THREAD', 64)
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
 
 
@@ -165,11 +166,38 @@ def test_cache_tiled_mlp_keeps_one_hidden_tensor_and_respects_freezing(
     torch.testing.assert_close(x.grad, reference, rtol=1e-12, atol=1e-12)
 
 
-def test_cache_tiling_applies_only_where_it_pays():
+@pytest.mark.parametrize('hw', [(21, 17), (16, 16)])
+def test_banded_conv_ffn_inference_gives_the_whole_map_values(
+        hw, small_tiles, monkeypatch):
+    torch.manual_seed(0)
+    mlp = Mlp(12, 48, use_dwconv=True).double().eval()
+    x = torch.randn(2, hw[0] * hw[1], 12, dtype=torch.double)
+    bands = []
+    banded = ffn._conv_ffn_banded
+    monkeypatch.setattr(
+        ffn, '_conv_ffn_banded',
+        lambda *args: bands.append(args[-1]) or banded(*args))
+    with torch.no_grad():
+        y = mlp(x, hw)
+        expected = mlp.fc2(mlp.activate(mlp.fc1(x), hw))
+    # 21 rows: bands of 8, 8 and 5 rows; 16 rows: two bands of 8
+    assert bands == [8]
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    # a map too small for bands takes the whole-map path
+    assert ffn._band_rows(64, (8, 8)) == 0
+    with pytest.raises(ValueError, match='do not form'):
+        with torch.no_grad():
+            mlp(x, (hw[0] + 1, hw[1]))
+
+
+def test_cache_tiling_applies_only_where_it_pays(monkeypatch):
+    monkeypatch.setattr(torch, 'get_num_threads', lambda: 2)
     x = torch.randn(8, 3136, 64)  # PVT stage 1 at 224, batch 8
     tile = ffn._tile_rows(x, 512)
     assert tile % 64 == 0 and 64 <= tile <= 8 * 3136 // ffn._MIN_TILES
     assert ffn._tile_rows(x[:1, :196], 512) == 0  # too few rows
+    # 14x14 at batch 8 with a wide hidden layer: tiles would be too small
+    assert ffn._tile_rows(torch.randn(8, 196, 384), 1536) == 0
     assert ffn._tile_rows(x.half(), 512) == 0
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert ffn._tile_rows(x, 512) == 0

@@ -31,6 +31,9 @@ class DWConv(nn.Module):
 # The CPU path keeps a row tile's hidden activations in the cores' L2
 # caches: about this many bytes of a hidden-width tile per thread ...
 _TILE_BYTES_PER_THREAD = 1 << 20
+# ... with at least this many rows per thread (smaller GEMMs lose more than
+# the cache gains: at 14x14 the hidden tensors fit in L3 anyway) ...
+_MIN_ROWS_PER_THREAD = 256
 # ... and tiles only when there are at least this many tiles.
 _MIN_TILES = 4
 
@@ -44,9 +47,10 @@ def _tile_rows(x: torch.Tensor, hidden: int) -> int:
             or torch.is_autocast_enabled('cpu')
             or torch.compiler.is_compiling() or torch.jit.is_tracing()):
         return 0
-    rows = (torch.get_num_threads() * _TILE_BYTES_PER_THREAD //
-            (hidden * x.element_size())) // 64 * 64
-    rows = max(rows, 64)
+    threads = torch.get_num_threads()
+    rows = max(threads * _TILE_BYTES_PER_THREAD //
+               (hidden * x.element_size()) // 64 * 64,
+               threads * _MIN_ROWS_PER_THREAD)
     return rows if x.numel() // x.shape[-1] >= _MIN_TILES * rows else 0
 
 
@@ -92,6 +96,53 @@ def _gelu_fc2_backward_tile(grad: torch.Tensor, hidden: torch.Tensor,
         grad_fc2_weight.addmm_(grad.t(), act)
     return torch.ops.aten.gelu_backward(
         grad @ fc2_weight, hidden, approximate=approximate)
+
+
+def _band_rows(tile: int, hw: Tuple[int, int]) -> int:
+    """Image rows per band of the banded ConvFFN, 0 when the map is too
+    small for bands to pay (each band needs at least
+    ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread, and 8 rows to keep the
+    one-row halos cheap)."""
+    H, W = hw
+    band = min(max(tile // W, 8), H // 2)
+    enough = band * W >= 2 * torch.get_num_threads() * _MIN_ROWS_PER_THREAD
+    return band if band > 0 and enough else 0
+
+
+def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
+                     band: int) -> torch.Tensor:
+    """Inference ConvFFN band of image rows by band: fc1 of the band and its
+    halo rows (the conv's padding above and below, zeros at the border),
+    the depthwise conv, GELU and fc2 never leave the cache. Same values as
+    the whole-map expression up to float summation order."""
+    B, N, _ = x.shape
+    H, W = hw
+    conv = mlp.dwconv.dwconv
+    halo = conv.padding[0]
+    hidden = x.new_zeros((band + 2 * halo) * W, mlp.fc1.out_features)
+    act = x.new_empty(band * W, mlp.fc1.out_features)
+    out = x.new_empty(B, N, mlp.fc2.out_features)
+    for b in range(B):
+        for y0 in range(0, H, band):
+            y1 = min(y0 + band, H)
+            a0, a1 = max(y0 - halo, 0), min(y1 + halo, H)
+            top, bottom = halo - (y0 - a0), halo - (a1 - y1)
+            rows = top + (a1 - a0) + bottom
+            h = hidden[:rows * W]
+            h[:top * W].zero_()
+            h[(rows - bottom) * W:].zero_()
+            torch.addmm(mlp.fc1.bias, x[b, a0 * W:a1 * W], mlp.fc1.weight.t(),
+                        out=h[top * W:(rows - bottom) * W])
+            pre_act = F.conv2d(
+                h.view(1, rows, W, -1).permute(0, 3, 1, 2), conv.weight,
+                conv.bias, padding=(0, conv.padding[1]), groups=conv.groups)
+            n = (y1 - y0) * W
+            torch.ops.aten.gelu.out(nchw_as_tokens(pre_act)[0],
+                                    approximate=mlp.act.approximate,
+                                    out=act[:n])
+            torch.addmm(mlp.fc2.bias, act[:n], mlp.fc2.weight.t(),
+                        out=out[b, y0 * W:y1 * W])
+    return out
 
 
 class _TiledMlp(torch.autograd.Function):
@@ -218,6 +269,14 @@ class Mlp(nn.Module):
     ``hw`` in :meth:`forward`. When training without dropout inside, the
     part after ``fc1`` keeps only ``fc1``'s output for backward (see
     :class:`_RecomputedTail`).
+
+    On CPU (fp32 / fp64, eager, GELU) large inputs run on cache-sized row
+    tiles, so the hidden-width activations do not stream through memory
+    between the ops: the plain MLP tile by tile in forward and backward
+    (:class:`_TiledMlp`), the ConvFFN in bands of image rows at inference
+    (:func:`_conv_ffn_banded`) and its GELU + ``fc2`` tail in tiles when
+    training. Values equal the plain expression up to float summation
+    order.
     """
 
     def __init__(self,
@@ -251,6 +310,27 @@ class Mlp(nn.Module):
         """``act([dwconv](x))``: the hidden-width part between the Linears."""
         return self.act(self.pre_activation(x, hw))
 
+    def _tiled_inference(self, x: torch.Tensor,
+                         hw: Optional[Tuple[int, int]],
+                         tile: int) -> torch.Tensor:
+        """The no-grad forward on cache-sized tiles (CPU)."""
+        fc2 = (self.fc2.weight, self.fc2.bias)
+        if self.dwconv is None:  # fc1 tile by tile too, into scratch
+            x2 = x.reshape(-1, x.shape[-1])
+            out = _gelu_fc2_tiled(
+                x2.new_empty(tile, self.fc1.out_features),
+                self.act.approximate, *fc2, tile,
+                fc1=(x2, self.fc1.weight, self.fc1.bias))
+            return out.view(*x.shape[:-1], -1)
+        band = (_band_rows(tile, hw) if hw is not None and x.dim() == 3
+                and hw[0] * hw[1] == x.shape[1] else 0)
+        if band:
+            return _conv_ffn_banded(self, x, hw, band)
+        hidden = self.pre_activation(self.fc1(x), hw)
+        out = _gelu_fc2_tiled(hidden.reshape(-1, hidden.shape[-1]),
+                              self.act.approximate, *fc2, tile)
+        return out.view(*x.shape[:-1], -1)
+
     def forward(self,
                 x: torch.Tensor,
                 hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
@@ -259,29 +339,18 @@ class Mlp(nn.Module):
                 self.fc2(self.drop(self.activate(self.fc1(x), hw))))
         tile = (_tile_rows(x, self.fc1.out_features)
                 if isinstance(self.act, nn.GELU) else 0)
-        fc2 = (self.fc2.weight, self.fc2.bias)
         if tile and not torch.is_grad_enabled():
-            if self.dwconv is None:  # fc1 tile by tile too, into scratch
-                x2 = x.reshape(-1, x.shape[-1])
-                out = _gelu_fc2_tiled(
-                    x2.new_empty(tile, self.fc1.out_features),
-                    self.act.approximate, *fc2, tile,
-                    fc1=(x2, self.fc1.weight, self.fc1.bias))
-            else:
-                hidden = self.dwconv(self.fc1(x), hw)
-                out = _gelu_fc2_tiled(
-                    hidden.reshape(-1, hidden.shape[-1]),
-                    self.act.approximate, *fc2, tile)
-            return out.view(*x.shape[:-1], -1)
+            return self._tiled_inference(x, hw, tile)
         if not hand_written_backward_applies():
             return self.fc2(self.activate(self.fc1(x), hw))
         if tile and self.dwconv is None:
-            return _TiledMlp.apply(x, self.fc1.weight, self.fc1.bias, *fc2,
+            return _TiledMlp.apply(x, self.fc1.weight, self.fc1.bias,
+                                   self.fc2.weight, self.fc2.bias,
                                    self.act.approximate, tile)
         x = self.fc1(x)
         if not x.requires_grad:
             return self.fc2(self.activate(x, hw))
-        params = list(fc2)
+        params = [self.fc2.weight, self.fc2.bias]
         if self.dwconv is not None:
             params += [self.dwconv.dwconv.weight, self.dwconv.dwconv.bias]
         return _RecomputedTail.apply(x, self, hw, tile, *params)
