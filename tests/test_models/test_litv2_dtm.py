@@ -165,3 +165,25 @@ def test_odd_batch_sizes(batch):
     out = dcn(x)
     single = torch.cat([dcn(x[i:i + 1]) for i in range(batch)])
     torch.testing.assert_close(out, single)
+
+
+def test_cpu_runs_the_decomposition_and_tracing_keeps_torchvisions_op():
+    """On CPU the module samples with ``grid_sample`` (faster there than
+    torchvision's kernel, forward and backward); traced graphs (FLOP counts)
+    keep torchvision's op. Both give torchvision's values."""
+    torch.manual_seed(0)
+    dcn = DeformableConv2d(4, 8).double()
+    with torch.no_grad():
+        dcn.conv_offset.weight.normal_(std=0.5)
+    x = torch.randn(3, 4, 6, 10, dtype=torch.float64)
+    with torch.profiler.profile() as prof:
+        out = dcn(x)
+    ops = {e.name for e in prof.events()}
+    assert 'aten::grid_sampler_2d' in ops
+    assert 'torchvision::deform_conv2d' not in ops
+    expected = deform_conv2d(x, dcn.conv_offset(x), dcn.weight, dcn.bias,
+                             stride=(2, 2))
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    traced = torch.jit.trace(dcn, x)
+    assert 'torchvision::deform_conv2d' in str(traced.inlined_graph)
+    torch.testing.assert_close(traced(x), expected, rtol=0, atol=1e-12)
