@@ -1,6 +1,7 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """Measurement helpers of the benchmark tools: environment record, timing,
 peak memory, complexity analysis, scaling exponents."""
+import argparse
 import ctypes
 import gc
 import logging
@@ -174,6 +175,32 @@ def time_paired(calls: Dict[str, Callable[[], object]],
                 calls[name]()
             times[name].append((time.perf_counter() - start) / iters)
     return times
+
+
+def paired_speedup(times: Dict[str, List[float]], baseline: str,
+                   candidate: str) -> Dict[str, float]:
+    """Summary of a :func:`time_paired` result: the median milliseconds of
+    ``baseline`` and ``candidate`` (keys ``<name>_ms``) and the speed-up
+    ``baseline / candidate`` as the median of the per-round ratios, with
+    their min and max."""
+    ratios = [b / c for b, c in zip(times[baseline], times[candidate])]
+    return {
+        f'{baseline}_ms': statistics.median(times[baseline]) * 1e3,
+        f'{candidate}_ms': statistics.median(times[candidate]) * 1e3,
+        'speedup': statistics.median(ratios),
+        'speedup_min': min(ratios),
+        'speedup_max': max(ratios)
+    }
+
+
+def parse_token_shape(text: str) -> Tuple[int, int, int]:
+    """``'8x3136x64'`` -> (B, N, C), for ``--shapes`` options."""
+    try:
+        batch, tokens, channels = (int(v) for v in text.split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'shape {text!r}: write it as BxNxC, e.g. 8x3136x64') from None
+    return batch, tokens, channels
 
 
 # -------------------------------------------------------------- analysis

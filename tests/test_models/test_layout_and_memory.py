@@ -2,6 +2,8 @@
 """The speed / memory pieces of the shared layers: channels-last token
 views, the MLP that recomputes its tail in backward and runs on cache-sized
 tiles on CPU, and attention calls that reach SDPA's fused CPU kernel."""
+from contextlib import nullcontext
+
 import pytest
 import torch
 import torch.nn as nn
@@ -9,7 +11,7 @@ import torch.nn as nn
 from mmlinattn.models.attention import CSWinAttention, WindowAttention
 from mmlinattn.models.utils import ffn
 from mmlinattn.models.utils import (Mlp, nchw_as_tokens, tokens_as_nchw,
-                                    tokens_to_nchw)
+                                    tokens_to_nchw, untiled_mlp)
 
 
 def test_token_views_cost_no_copy_and_match_the_contiguous_map():
@@ -99,34 +101,37 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
 
 
-def _tiled_and_plain(mlp, x, hw, monkeypatch):
+def _tiled_and_plain(mlp, x, hw):
     results = []
-    for min_tiles in (10**9, 4):  # untiled, then tiled
-        monkeypatch.setattr(ffn, '_MIN_TILES', min_tiles)
-        xx = x.clone().requires_grad_()
-        for p in mlp.parameters():
-            p.grad = None
-        y = mlp(xx, hw)
-        (y.sin()).sum().backward()
-        with torch.no_grad():
-            y_eval = mlp(x, hw)
-        results.append((y.detach(), y_eval, xx.grad, {
-            n: p.grad
-            for n, p in mlp.named_parameters() if p.grad is not None
-        }, type(y.grad_fn).__name__))
+    for untiled in (True, False):
+        context = untiled_mlp() if untiled else nullcontext()
+        with context:
+            results.append(_step_and_inference(mlp, x, hw))
     return results
+
+
+def _step_and_inference(mlp, x, hw):
+    xx = x.clone().requires_grad_()
+    for p in mlp.parameters():
+        p.grad = None
+    y = mlp(xx, hw)
+    (y.sin()).sum().backward()
+    with torch.no_grad():
+        y_eval = mlp(x, hw)
+    grads = {n: p.grad for n, p in mlp.named_parameters() if p.grad is not None}
+    return y.detach(), y_eval, xx.grad, grads, type(y.grad_fn).__name__
 
 
 @pytest.mark.parametrize('conv_ffn', [False, True])
 @pytest.mark.parametrize('approximate', ['none', 'tanh'])
 def test_cache_tiled_mlp_gives_the_untiled_values_and_gradients(
-        conv_ffn, approximate, small_tiles, monkeypatch):
+        conv_ffn, approximate, small_tiles):
     torch.manual_seed(0)
     mlp = Mlp(12, 48, act_layer=lambda: nn.GELU(approximate=approximate),
               use_dwconv=conv_ffn).double()
     x, hw = torch.randn(3, 10 * 11, 12, dtype=torch.double), (10, 11)
     assert ffn._tile_rows(x, 48) == 64  # 330 rows: 5 tiles, the last short
-    plain, tiled = _tiled_and_plain(mlp, x, hw, monkeypatch)
+    plain, tiled = _tiled_and_plain(mlp, x, hw)
     assert plain[4] == '_RecomputedTailBackward'
     assert tiled[4] == ('_RecomputedTailBackward'
                         if conv_ffn else '_TiledMlpBackward')
@@ -140,7 +145,7 @@ def test_cache_tiled_mlp_gives_the_untiled_values_and_gradients(
 
 
 def test_cache_tiled_mlp_keeps_one_hidden_tensor_and_respects_freezing(
-        small_tiles, monkeypatch):
+        small_tiles):
     torch.manual_seed(0)
     mlp = Mlp(12, 48).double()
     x = torch.randn(2, 160, 12, dtype=torch.double, requires_grad=True)
@@ -161,8 +166,9 @@ def test_cache_tiled_mlp_keeps_one_hidden_tensor_and_respects_freezing(
     assert mlp.fc2.weight.grad is not None and x.grad is not None
     reference = x.grad.clone()
     x.grad = None
-    monkeypatch.setattr(ffn, '_MIN_TILES', 10**9)
-    mlp(x).sum().backward()
+    with untiled_mlp():
+        assert ffn._tile_rows(x, 48) == 0
+        mlp(x).sum().backward()
     torch.testing.assert_close(x.grad, reference, rtol=1e-12, atol=1e-12)
 
 

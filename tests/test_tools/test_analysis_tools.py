@@ -252,10 +252,32 @@ def test_benchmark_focusing_writes_paired_rows(tmp_path, monkeypatch):
         assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
 
 
-def test_benchmark_focusing_rejects_a_malformed_shape():
-    tool = load_tool('benchmark_focusing')
+@pytest.mark.parametrize('conv_ffn', [False, True])
+def test_benchmark_mlp_writes_paired_rows(tmp_path, monkeypatch, conv_ffn):
+    tool = load_tool('benchmark_mlp')
+    out = tmp_path / 'mlp.json'
+    run_main(tool, [
+        '--shapes', '2x64x8', '1x49x4', '--mlp-ratio', '2', '--repeat', '3',
+        '--out', str(out)
+    ] + (['--conv-ffn'] if conv_ffn else []), monkeypatch)
+    result = json.loads(out.read_text())
+    assert result['conv_ffn'] is conv_ffn
+    assert [(r['shape'], r['mode']) for r in result['rows']] == [
+        ([2, 64, 8], 'forward'), ([2, 64, 8], 'forward+backward'),
+        ([1, 49, 4], 'forward'), ([1, 49, 4], 'forward+backward')
+    ]
+    for row in result['rows']:
+        assert row['tiled_ms'] > 0 and row['untiled_ms'] > 0
+        assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
+    with pytest.raises(SystemExit, match='not a square grid'):
+        run_main(tool, ['--shapes', '1x50x4'], monkeypatch)
+
+
+def test_token_shapes_of_the_benchmark_tools_are_checked():
+    from mmlinattn.utils.benchmarking import parse_token_shape
+    assert parse_token_shape('8x3136x64') == (8, 3136, 64)
     with pytest.raises(Exception, match='BxNxC'):
-        tool.parse_shape('8x64')
+        parse_token_shape('8x64')
 
 
 def test_benchmark_train_mode_runs_backward_through_every_output(

@@ -21,13 +21,13 @@ Examples::
 """
 import argparse
 import json
-import statistics
 import time
 from typing import Callable, Dict, List
 
 import torch
 
-from mmlinattn.utils.benchmarking import environment, time_paired
+from mmlinattn.utils.benchmarking import (environment, paired_speedup,
+                                         time_paired)
 
 #: the smallest arch of every backbone (a classification model each)
 SMALLEST = {
@@ -114,24 +114,19 @@ def bench_one(name: str, args, x: torch.Tensor) -> List[Dict]:
             'eager': eager,
             'compiled': comp
         }, args.repeat, args.iters)
-        eager_s, comp_s = times['eager'], times['compiled']
-        ratios = [e / c for e, c in zip(eager_s, comp_s)]
         rows.append(
             dict(
                 backbone=name,
                 arch='test-tiny' if args.tiny else SMALLEST[name],
                 mode=mode,
                 compile_s=compile_s,
-                eager_ms=statistics.median(eager_s) * 1e3,
-                compiled_ms=statistics.median(comp_s) * 1e3,
-                speedup=statistics.median(ratios),
-                speedup_min=min(ratios),
-                speedup_max=max(ratios),
-                rounds=dict(eager_s=eager_s, compiled_s=comp_s)))
+                **paired_speedup(times, 'eager', 'compiled'),
+                rounds=dict(eager_s=times['eager'],
+                            compiled_s=times['compiled'])))
         print(f'{name:13s} {mode:8s} eager {rows[-1]["eager_ms"]:9.1f} ms  '
               f'compiled {rows[-1]["compiled_ms"]:9.1f} ms  speed-up '
-              f'{rows[-1]["speedup"]:.2f}x [{min(ratios):.2f}, '
-              f'{max(ratios):.2f}]  (compile {compile_s:.0f} s)',
+              f'{rows[-1]["speedup"]:.2f}x [{rows[-1]["speedup_min"]:.2f}, '
+              f'{rows[-1]["speedup_max"]:.2f}]  (compile {compile_s:.0f} s)',
               flush=True)
     return rows
 

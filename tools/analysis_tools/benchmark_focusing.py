@@ -13,30 +13,21 @@ Example (the stage-1 to stage-3 shapes of FLatten-PVT-T at 224, batch 8)::
 """
 import argparse
 import json
-import statistics
 from typing import Dict, List, Tuple
 
 import torch
 
 from mmlinattn.ops import (focusing_backend, focusing_function,
                            focusing_function_reference)
-from mmlinattn.utils.benchmarking import environment, time_paired
-
-
-def parse_shape(text: str) -> Tuple[int, int, int]:
-    try:
-        batch, tokens, channels = (int(v) for v in text.split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'shape {text!r}: write it as BxNxC, e.g. 8x3136x64') from None
-    return batch, tokens, channels
+from mmlinattn.utils.benchmarking import (environment, paired_speedup,
+                                         parse_token_shape, time_paired)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
         '--shapes',
-        type=parse_shape,
+        type=parse_token_shape,
         nargs='+',
         default=[(8, 3136, 64), (8, 784, 128), (8, 196, 320)])
     parser.add_argument('--focusing-factor', type=float, default=3.)
@@ -81,16 +72,9 @@ def measure(shape: Tuple[int, int, int], p: float, warmup: int,
                              for name, fn in impls.items()},
                             repeat,
                             warmup=warmup)
-        ratios = [r / f for r, f in zip(times['reference'], times['fused'])]
         rows.append(
-            dict(
-                shape=list(shape),
-                mode=mode,
-                fused_ms=statistics.median(times['fused']) * 1e3,
-                reference_ms=statistics.median(times['reference']) * 1e3,
-                speedup=statistics.median(ratios),
-                speedup_min=min(ratios),
-                speedup_max=max(ratios)))
+            dict(shape=list(shape), mode=mode,
+                 **paired_speedup(times, 'reference', 'fused')))
     return rows
 
 

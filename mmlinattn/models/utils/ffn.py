@@ -1,6 +1,7 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """Feed-forward blocks shared by the families (plain MLP and ConvFFN)."""
-from contextlib import nullcontext
+import threading
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Iterator, Optional, Tuple
 
 import torch
@@ -36,14 +37,27 @@ _TILE_BYTES_PER_THREAD = 1 << 20
 _MIN_ROWS_PER_THREAD = 256
 # ... and tiles only when there are at least this many tiles.
 _MIN_TILES = 4
+_state = threading.local()
+
+
+@contextmanager
+def untiled_mlp() -> Iterator[None]:
+    """Run every :class:`Mlp` inside the block (this thread) on its whole
+    tensors, without cache tiling (for comparisons and benchmarks)."""
+    previous = getattr(_state, 'untiled', False)
+    _state.untiled = True
+    try:
+        yield
+    finally:
+        _state.untiled = previous
 
 
 def _tile_rows(x: torch.Tensor, hidden: int) -> int:
     """Rows per tile of the cache-tiled CPU MLP for tokens ``x``, 0 when it
     does not apply (not CPU fp32 / fp64, autocast, compile, tracing, too few
-    rows)."""
-    if (x.device.type != 'cpu' or x.dtype not in (torch.float32,
-                                                  torch.float64)
+    rows, :func:`untiled_mlp`)."""
+    if (getattr(_state, 'untiled', False) or x.device.type != 'cpu'
+            or x.dtype not in (torch.float32, torch.float64)
             or torch.is_autocast_enabled('cpu')
             or torch.compiler.is_compiling() or torch.jit.is_tracing()):
         return 0

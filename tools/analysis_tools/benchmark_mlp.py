@@ -1,0 +1,116 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""Paired timing of the cache-tiled CPU MLP against the same MLP on whole
+tensors (``untiled_mlp()``): forward (``no_grad``) and forward + backward
+(of a fixed upstream gradient) of an :class:`~mmlinattn.models.utils.Mlp`
+on (B, N, C) tokens of a square grid. Each repeat times one call of each,
+alternating which goes first; the speed-up is the median of the per-repeat
+ratios untiled / tiled (min-max beside it).
+
+Example (FLatten-PVT-T's stage-1 and -2 MLPs at 224, batch 8; LITv2-S's
+stage-1 and -2 ConvFFNs)::
+
+    python tools/analysis_tools/benchmark_mlp.py \
+        --shapes 8x3136x64 8x784x128 --mlp-ratio 8 --threads 2
+    python tools/analysis_tools/benchmark_mlp.py \
+        --shapes 8x3136x96 8x784x192 --mlp-ratio 4 --conv-ffn --threads 2
+"""
+import argparse
+import json
+import math
+from contextlib import nullcontext
+from typing import Dict, List, Tuple
+
+import torch
+
+from mmlinattn.models.utils import Mlp, untiled_mlp
+from mmlinattn.utils.benchmarking import (environment, paired_speedup,
+                                          parse_token_shape, time_paired)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument(
+        '--shapes',
+        type=parse_token_shape,
+        nargs='+',
+        default=[(8, 3136, 64), (8, 784, 128)],
+        help='BxNxC token shapes, N a square grid')
+    parser.add_argument('--mlp-ratio', type=float, default=8.)
+    parser.add_argument('--conv-ffn', action='store_true',
+                        help='ConvFFN (3x3 depthwise conv after fc1)')
+    parser.add_argument('--repeat', type=int, default=9)
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--threads', type=int)
+    parser.add_argument('--out', help='write the results as JSON')
+    return parser.parse_args()
+
+
+def measure(shape: Tuple[int, int, int], mlp_ratio: float, conv_ffn: bool,
+            warmup: int, repeat: int) -> List[Dict]:
+    batch, tokens, channels = shape
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise SystemExit(f'N={tokens} of {shape} is not a square grid')
+    torch.manual_seed(0)
+    mlp = Mlp(channels, int(channels * mlp_ratio), use_dwconv=conv_ffn)
+    x = torch.randn(*shape)
+    upstream = torch.randn(*shape)
+    hw = (side, side)
+
+    def forward(untiled: bool):
+        def call():
+            with torch.no_grad(), untiled_mlp() if untiled else nullcontext():
+                mlp(x, hw)
+        return call
+
+    def backward(untiled: bool):
+        xg = x.clone().requires_grad_()
+        params = list(mlp.parameters())
+
+        def call():  # backward needs its own forward: both are timed
+            with untiled_mlp() if untiled else nullcontext():
+                torch.autograd.grad(mlp(xg, hw), [xg] + params, upstream)
+        return call
+
+    rows = []
+    for mode, wrap in (('forward', forward), ('forward+backward', backward)):
+        times = time_paired({'untiled': wrap(True), 'tiled': wrap(False)},
+                            repeat,
+                            warmup=warmup)
+        rows.append(
+            dict(shape=list(shape), mode=mode,
+                 **paired_speedup(times, 'untiled', 'tiled')))
+    return rows
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kind = 'ConvFFN' if args.conv_ffn else 'MLP'
+    rows = []
+    print(f'| {kind} (B, N, C), ratio {args.mlp_ratio:g} | mode | tiled ms '
+          '| untiled ms | speed-up |\n|---|---|---:|---:|---:|')
+    for shape in args.shapes:
+        for row in measure(shape, args.mlp_ratio, args.conv_ffn, args.warmup,
+                           args.repeat):
+            rows.append(row)
+            print(f'| {tuple(row["shape"])} | {row["mode"]} | '
+                  f'{row["tiled_ms"]:.2f} | {row["untiled_ms"]:.2f} | '
+                  f'{row["speedup"]:.2f}x [{row["speedup_min"]:.2f}-'
+                  f'{row["speedup_max"]:.2f}] |')
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(
+                dict(
+                    rows=rows,
+                    mlp_ratio=args.mlp_ratio,
+                    conv_ffn=args.conv_ffn,
+                    repeat=args.repeat,
+                    **environment(torch.device('cpu'))),
+                f,
+                indent=2)
+
+
+if __name__ == '__main__':
+    main()
