@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
 from mmlinattn.models.backbones.litv2 import (DeformableConv2d,
+                                              deform_conv2d_gather,
                                               DeformableTokenMerging,
                                               deform_conv2d_pytorch)
 
@@ -61,7 +62,7 @@ def test_zero_offset_is_strided_conv(hw):
     Ho, Wo = hw[0] // 2, hw[1] // 2  # odd sides floor
     offset = torch.zeros(2, 8, Ho, Wo, dtype=torch.float64)
     expected = F.conv2d(x, weight, bias, stride=2)
-    for fn in (deform_conv2d, deform_conv2d_pytorch):
+    for fn in (deform_conv2d, deform_conv2d_pytorch, deform_conv2d_gather):
         out = fn(x, offset, weight, bias, stride=(2, 2), padding=(0, 0))
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
 
@@ -80,7 +81,7 @@ def test_integer_offset_is_shifted_conv(dy, dx):
     shifted[..., max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)] = \
         x[..., max(0, dy):H + min(0, dy), max(0, dx):W + min(0, dx)]
     expected = F.conv2d(shifted, weight, bias, stride=2)
-    for fn in (deform_conv2d, deform_conv2d_pytorch):
+    for fn in (deform_conv2d, deform_conv2d_pytorch, deform_conv2d_gather):
         out = fn(x, offset, weight, bias, stride=(2, 2), padding=(0, 0))
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-13)
 
@@ -97,7 +98,7 @@ def test_fractional_and_out_of_range_offsets(hw):
     offset[0, 0, 0, 0] = -1.  # exactly on the border: zero
     offset[0, 3, 0, 0] = -1.5
     expected = dcn_reference(x, offset, weight, bias)
-    for fn in (deform_conv2d, deform_conv2d_pytorch):
+    for fn in (deform_conv2d, deform_conv2d_pytorch, deform_conv2d_gather):
         out = fn(x, offset, weight, bias, stride=(2, 2), padding=(0, 0))
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
 
@@ -108,7 +109,7 @@ def test_decomposition_gradients_match_torchvision():
     weight, bias = random_dcn()
     offset = (torch.rand(2, 8, 3, 3, dtype=torch.float64) - 0.5) * 3
     grads = []
-    for fn in (deform_conv2d, deform_conv2d_pytorch):
+    for fn in (deform_conv2d, deform_conv2d_pytorch, deform_conv2d_gather):
         inputs = [
             t.clone().requires_grad_() for t in (x, offset, weight, bias)
         ]
@@ -116,8 +117,9 @@ def test_decomposition_gradients_match_torchvision():
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(
             out)).sum().backward()
         grads.append([t.grad for t in inputs])
-    for g_tv, g_ours in zip(*grads):
-        torch.testing.assert_close(g_ours, g_tv, rtol=1e-9, atol=1e-9)
+    for ours in grads[1:]:
+        for g_ours, g_tv in zip(ours, grads[0]):
+            torch.testing.assert_close(g_ours, g_tv, rtol=1e-9, atol=1e-9)
 
 
 def test_module_layout_and_init():
@@ -167,10 +169,11 @@ def test_odd_batch_sizes(batch):
     torch.testing.assert_close(out, single)
 
 
-def test_cpu_runs_the_decomposition_and_tracing_keeps_torchvisions_op():
-    """On CPU the module samples with ``grid_sample`` (faster there than
-    torchvision's kernel, forward and backward); traced graphs (FLOP counts)
-    keep torchvision's op. Both give torchvision's values."""
+def test_cpu_runs_the_gather_decomposition_and_tracing_keeps_torchvisions_op(
+):
+    """On CPU the module gathers the bilinear corners itself (faster there
+    than torchvision's kernel, forward and backward); traced graphs (FLOP
+    counts) keep torchvision's op. Both give torchvision's values."""
     torch.manual_seed(0)
     dcn = DeformableConv2d(4, 8).double()
     with torch.no_grad():
@@ -179,7 +182,7 @@ def test_cpu_runs_the_decomposition_and_tracing_keeps_torchvisions_op():
     with torch.profiler.profile() as prof:
         out = dcn(x)
     ops = {e.name for e in prof.events()}
-    assert 'aten::grid_sampler_2d' in ops
+    assert 'aten::index_select' in ops
     assert 'torchvision::deform_conv2d' not in ops
     expected = deform_conv2d(x, dcn.conv_offset(x), dcn.weight, dcn.bias,
                              stride=(2, 2))
@@ -187,3 +190,21 @@ def test_cpu_runs_the_decomposition_and_tracing_keeps_torchvisions_op():
     traced = torch.jit.trace(dcn, x)
     assert 'torchvision::deform_conv2d' in str(traced.inlined_graph)
     torch.testing.assert_close(traced(x), expected, rtol=0, atol=1e-12)
+
+
+def test_gather_decomposition_keeps_torchvisions_gradient_at_zero_offsets():
+    """DTM starts from zero offsets, i.e. integer sample positions, where
+    bilinear sampling has a kink: torchvision (like the official mmcv op)
+    takes the derivative towards ``floor(p) + 1``. The gather decomposition
+    does too; the grid_sample one (ONNX only) may not."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 12, 14, dtype=torch.float64)
+    weight, bias = torch.randn(7, 5, 2, 2, dtype=torch.float64), None
+    upstream = torch.randn(2, 7, 6, 7, dtype=torch.float64)
+    grads = []
+    for fn in (deform_conv2d, deform_conv2d_gather):
+        offset = torch.zeros(2, 8, 6, 7, dtype=torch.float64,
+                             requires_grad=True)
+        out = fn(x, offset, weight, bias, stride=(2, 2), padding=(0, 0))
+        grads.append(torch.autograd.grad(out, offset, upstream)[0])
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)

@@ -23,10 +23,39 @@ from torchvision.ops import deform_conv2d
 from mmlinattn.registry import register_model
 from ..utils import (ConvPatchEmbed, DWConv, LinAttnBackbone, Stage,
                      drop_path_schedule, init_conv_fan_out,
-                     init_linear_and_norm, per_block_attn_cfgs, run_in_float32,
-                     tokens_to_nchw)
+                     init_linear_and_norm, nchw_as_tokens, per_block_attn_cfgs,
+                     run_in_float32, tokens_as_nchw, tokens_to_nchw)
 
 Size2 = Tuple[int, int]
+
+
+def _tap_positions(x: torch.Tensor, offset: torch.Tensor,
+                   weight: torch.Tensor, stride: Size2, padding: Size2,
+                   dilation: Size2) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(y, x) pixel positions, each (B, K, Ho, Wo), that DCNv1 samples for
+    tap ``k = i * kw + j`` (torchvision's offset layout: channel ``2k`` =
+    dy, ``2k+1`` = dx), after checking the supported configuration (one
+    offset group, ``groups=1``)."""
+    B, C = x.shape[:2]
+    C_out, C_in, kh, kw = weight.shape
+    if C_in != C:
+        raise ValueError('the deformable-conv decompositions support '
+                         'groups=1 only')
+    K = kh * kw
+    Ho, Wo = offset.shape[-2:]
+    if offset.shape[1] != 2 * K:
+        raise ValueError('the deformable-conv decompositions support one '
+                         f'offset group: offset must have {2 * K} channels')
+    dtype, device = x.dtype, x.device
+    oy = torch.arange(Ho, dtype=dtype, device=device) * stride[0] - padding[0]
+    ox = torch.arange(Wo, dtype=dtype, device=device) * stride[1] - padding[1]
+    ty = torch.arange(kh, dtype=dtype, device=device) * dilation[0]
+    tx = torch.arange(kw, dtype=dtype, device=device) * dilation[1]
+    tap_y, tap_x = torch.meshgrid(ty, tx, indexing='ij')
+    offset = offset.view(B, K, 2, Ho, Wo)
+    y = tap_y.reshape(K, 1, 1) + oy.view(1, Ho, 1) + offset[:, :, 0]
+    x_pos = tap_x.reshape(K, 1, 1) + ox.view(1, 1, Wo) + offset[:, :, 1]
+    return y, x_pos
 
 
 def deform_conv2d_pytorch(
@@ -41,35 +70,21 @@ def deform_conv2d_pytorch(
     """DCNv1 (one offset group, ``groups=1``) from ``F.grid_sample`` and a
     matmul; numerically the forward of :func:`torchvision.ops.deform_conv2d`.
 
-    Offsets are laid out as torchvision's (channel ``2k`` = dy, ``2k+1`` =
-    dx for tap ``k = i * kw + j``); a sample at (y, x) is bilinear, each
-    corner outside the map counting as 0 (``grid_sample`` with zero padding
-    and ``align_corners=False`` implements exactly that rule). Used on CPU,
-    where it is faster than torchvision's kernel, and for ONNX export, where
-    torchvision's op has no exporter; every op here has an ONNX equivalent
-    (``GridSample`` is opset 16).
+    A sample at (y, x) is bilinear, each corner outside the map counting as
+    0 (``grid_sample`` with zero padding and ``align_corners=False``
+    implements exactly that rule). Used for ONNX export, where torchvision's
+    op has no exporter; every op here has an ONNX equivalent
+    (``GridSample`` is opset 16). Its gradients equal torchvision's except
+    at integer sample positions (e.g. the zero offsets DTM starts from),
+    where the normalised grid may land a rounding error below the integer
+    and the one-sided derivative is taken from the other side; eager CPU
+    therefore runs :func:`deform_conv2d_gather`.
     """
     B, C, H, W = x.shape
-    C_out, C_in, kh, kw = weight.shape
-    if C_in != C:
-        raise ValueError('deform_conv2d_pytorch supports groups=1 only')
+    C_out, _, kh, kw = weight.shape
     K = kh * kw
     Ho, Wo = offset.shape[-2:]
-    if offset.shape[1] != 2 * K:
-        raise ValueError('deform_conv2d_pytorch supports one offset group: '
-                         f'offset must have {2 * K} channels')
-    dtype, device = x.dtype, x.device
-    # Undeformed sampling positions of every tap: (K, Ho, Wo).
-    oy = torch.arange(Ho, dtype=dtype, device=device) * stride[0] - padding[0]
-    ox = torch.arange(Wo, dtype=dtype, device=device) * stride[1] - padding[1]
-    ty = torch.arange(kh, dtype=dtype, device=device) * dilation[0]
-    tx = torch.arange(kw, dtype=dtype, device=device) * dilation[1]
-    tap_y, tap_x = torch.meshgrid(ty, tx, indexing='ij')
-    base_y = tap_y.reshape(K, 1, 1) + oy.view(1, Ho, 1)
-    base_x = tap_x.reshape(K, 1, 1) + ox.view(1, 1, Wo)
-    offset = offset.view(B, K, 2, Ho, Wo)
-    y = base_y + offset[:, :, 0]  # (B, K, Ho, Wo)
-    x_pos = base_x + offset[:, :, 1]
+    y, x_pos = _tap_positions(x, offset, weight, stride, padding, dilation)
     # Pixel centres -> [-1, 1] for align_corners=False.
     grid = torch.stack(((2 * x_pos + 1) / W - 1, (2 * y + 1) / H - 1), -1)
     sampled = F.grid_sample(
@@ -85,6 +100,53 @@ def deform_conv2d_pytorch(
     return out.view(B, C_out, Ho, Wo)
 
 
+def deform_conv2d_gather(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: Size2 = (1, 1),
+    padding: Size2 = (0, 0),
+    dilation: Size2 = (1, 1)
+) -> torch.Tensor:
+    """DCNv1 (one offset group, ``groups=1``) by gathering the four bilinear
+    corners of every tap as rows of the channels-last map, then one matmul:
+    :func:`torchvision.ops.deform_conv2d`'s values and gradients to float
+    rounding, including its one-sided derivative at integer positions
+    (corners ``floor(p)`` and ``floor(p) + 1``).
+
+    The map is zero-padded by two pixels, so that every corner of a
+    position clamped into ``[-2, size]`` lies inside it: corners outside
+    the image read zeros without masks. Runs DTM on CPU, where it is
+    faster than torchvision's kernel (forward and backward); returns a
+    channels-last map.
+    """
+    B, C, H, W = x.shape
+    C_out, _, kh, kw = weight.shape
+    K = kh * kw
+    Ho, Wo = offset.shape[-2:]
+    y, x_pos = _tap_positions(x, offset, weight, stride, padding, dilation)
+    y, x_pos = y.permute(0, 2, 3, 1), x_pos.permute(0, 2, 3, 1)
+    y0, x0 = torch.floor(y), torch.floor(x_pos)
+    ly, lx = y - y0, x_pos - x0  # (B, Ho, Wo, K)
+    Hp, Wp = H + 4, W + 4
+    rows = F.pad(x.permute(0, 2, 3, 1), (0, 0, 2, 2, 2, 2)).reshape(-1, C)
+    first = ((torch.arange(B, device=x.device) * (Hp * Wp)).view(B, 1, 1, 1) +
+             (y0.clamp(-2, H).long() + 2) * Wp + x0.clamp(-2, W).long() +
+             2).reshape(-1)
+    sampled = None
+    for step, weight_y in ((0, 1 - ly), (Wp, ly)):
+        for shift, weight_x in ((0, 1 - lx), (1, lx)):
+            corner = rows.index_select(0, first + step + shift) * (
+                weight_y * weight_x).reshape(-1, 1)
+            sampled = corner if sampled is None else sampled + corner
+    cols = sampled.view(B * Ho * Wo, K * C)
+    kernel = weight.permute(0, 2, 3, 1).reshape(C_out, K * C)
+    out = (torch.addmm(bias, cols, kernel.t())
+           if bias is not None else cols @ kernel.t())
+    return out.view(B, Ho, Wo, C_out).permute(0, 3, 1, 2)
+
+
 class DeformableConv2d(nn.Module):
     """DCNv1 with its offset-predicting conv (``DeformConv2dPack``).
 
@@ -92,8 +154,8 @@ class DeformableConv2d(nn.Module):
     conv predicting ``2 * k * k`` offsets) have the names and layouts of the
     official LITv2 / mmcv modules. Runs on
     :func:`torchvision.ops.deform_conv2d` on CUDA (any batch size) and while
-    tracing, and on :func:`deform_conv2d_pytorch` on CPU and while exporting
-    to ONNX.
+    tracing, on :func:`deform_conv2d_gather` on CPU and on
+    :func:`deform_conv2d_pytorch` while exporting to ONNX.
     """
 
     def __init__(self,
@@ -126,12 +188,12 @@ class DeformableConv2d(nn.Module):
                                          self.stride, self.padding)
         # Half precision runs in fp32, as torchvision's CUDA autocast rule
         # and the official apex float_function do (there is no CPU bf16
-        # kernel and no CPU autocast rule). On CPU the decomposition is
-        # 2-3x faster forward and 3-5x forward + backward than torchvision's
-        # kernel; tracing (FLOP counts) keeps torchvision's op.
+        # kernel and no CPU autocast rule). On CPU the gather decomposition
+        # is faster than torchvision's kernel, forward and backward; tracing
+        # (FLOP counts) keeps torchvision's op.
         on_cpu = x.device.type == 'cpu' and not torch.jit.is_tracing()
         return run_in_float32(
-            deform_conv2d_pytorch if on_cpu else deform_conv2d,
+            deform_conv2d_gather if on_cpu else deform_conv2d,
             x,
             offset,
             self.weight,
@@ -153,8 +215,8 @@ class DeformableTokenMerging(nn.Module):
 
     def forward(self, x: torch.Tensor,
                 hw: Size2) -> Tuple[torch.Tensor, Size2]:
-        x = self.act(self.norm_layer(self.dconv(tokens_to_nchw(x, hw))))
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+        x = self.act(self.norm_layer(self.dconv(tokens_as_nchw(x, hw))))
+        return nchw_as_tokens(x), (x.shape[2], x.shape[3])
 
 
 @register_model()
