@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 
 from mmlinattn.models.attention import CSWinAttention, WindowAttention
-from mmlinattn.models.utils import ffn
-from mmlinattn.models.utils import (Mlp, nchw_as_tokens, tokens_as_nchw,
+from mmlinattn.models.utils import (Mlp, ffn, nchw_as_tokens, tokens_as_nchw,
                                     tokens_to_nchw, untiled_mlp)
 
 
@@ -194,6 +193,26 @@ def test_banded_conv_ffn_inference_gives_the_whole_map_values(
     with pytest.raises(ValueError, match='do not form'):
         with torch.no_grad():
             mlp(x, (hw[0] + 1, hw[1]))
+
+
+def test_cache_tiling_keeps_module_hooks_and_skips_graphs_nobody_needs(
+        small_tiles):
+    torch.manual_seed(0)
+    mlp = Mlp(12, 48).double()
+    x = torch.randn(2, 160, 12, dtype=torch.double)
+    with untiled_mlp():
+        expected = mlp(x)
+    # grad mode on, but nothing requires grad: the no-graph tiled path
+    for p in mlp.parameters():
+        p.requires_grad_(False)
+    y = mlp(x)
+    assert y.grad_fn is None
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    # a hook on a layer: the modules are called, the hook sees fc1's output
+    seen = []
+    mlp.fc1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    torch.testing.assert_close(mlp(x), expected, rtol=1e-12, atol=1e-12)
+    assert seen == [(2, 160, 48)]
 
 
 def test_cache_tiling_applies_only_where_it_pays(monkeypatch):

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
 from mmlinattn.models.backbones.litv2 import (DeformableConv2d,
-                                              deform_conv2d_gather,
                                               DeformableTokenMerging,
+                                              deform_conv2d_gather,
                                               deform_conv2d_pytorch)
 
 

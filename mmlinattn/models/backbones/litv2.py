@@ -115,9 +115,9 @@ def deform_conv2d_gather(
     rounding, including its one-sided derivative at integer positions
     (corners ``floor(p)`` and ``floor(p) + 1``).
 
-    The map is zero-padded by two pixels, so that every corner of a
-    position clamped into ``[-2, size]`` lies inside it: corners outside
-    the image read zeros without masks. Runs DTM on CPU, where it is
+    The map is zero-padded by two pixels and ``floor(p)`` is clamped into
+    ``[-2, size]``, so every corner lies inside the padded map and corners
+    outside the image read zeros without masks. Runs DTM on CPU, where it is
     faster than torchvision's kernel (forward and backward); returns a
     channels-last map.
     """

@@ -43,7 +43,9 @@ _state = threading.local()
 @contextmanager
 def untiled_mlp() -> Iterator[None]:
     """Run every :class:`Mlp` inside the block (this thread) on its whole
-    tensors, without cache tiling (for comparisons and benchmarks)."""
+    tensors, without cache tiling (for comparisons and benchmarks). With
+    activation checkpointing, keep backward inside the block too: the
+    recomputed forward must take the same path."""
     previous = getattr(_state, 'untiled', False)
     _state.untiled = True
     try:
@@ -101,31 +103,35 @@ def _gelu_fc2_tiled(hidden: torch.Tensor, approximate: str,
 
 def _gelu_fc2_backward_tile(grad: torch.Tensor, hidden: torch.Tensor,
                             approximate: str, fc2_weight: torch.Tensor,
-                            grad_fc2_weight: Optional[torch.Tensor]
-                            ) -> torch.Tensor:
-    """Gradient w.r.t. ``hidden`` of ``fc2(gelu(hidden))`` for one row tile;
-    accumulates fc2's weight gradient into ``grad_fc2_weight`` when given."""
+                            grad_fc2_weight: Optional[torch.Tensor],
+                            need_hidden: bool = True
+                            ) -> Optional[torch.Tensor]:
+    """Gradient w.r.t. ``hidden`` of ``fc2(gelu(hidden))`` for one row tile
+    (``None`` unless ``need_hidden``); accumulates fc2's weight gradient
+    into ``grad_fc2_weight`` when given."""
     if grad_fc2_weight is not None:
         act = F.gelu(hidden, approximate=approximate)
         grad_fc2_weight.addmm_(grad.t(), act)
+    if not need_hidden:
+        return None
     return torch.ops.aten.gelu_backward(
         grad @ fc2_weight, hidden, approximate=approximate)
 
 
 def _band_rows(tile: int, hw: Tuple[int, int]) -> int:
-    """Image rows per band of the banded ConvFFN, 0 when the map is too
-    small for bands to pay (each band needs at least
-    ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread, and 8 rows to keep the
-    one-row halos cheap)."""
+    """Image rows per band of the banded ConvFFN (about a tile's tokens, at
+    most half the map), 0 when the map is too small for bands to pay: a band
+    needs 8 rows, to keep the recomputed halo rows cheap, and
+    ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread."""
     H, W = hw
     band = min(max(tile // W, 8), H // 2)
     enough = band * W >= 2 * torch.get_num_threads() * _MIN_ROWS_PER_THREAD
-    return band if band > 0 and enough else 0
+    return band if band >= 8 and enough else 0
 
 
 def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
                      band: int) -> torch.Tensor:
-    """Inference ConvFFN band of image rows by band: fc1 of the band and its
+    """No-grad ConvFFN band of image rows by band: fc1 of the band and its
     halo rows (the conv's padding above and below, zeros at the border),
     the depthwise conv, GELU and fc2 never leave the cache. Same values as
     the whole-map expression up to float summation order."""
@@ -187,20 +193,20 @@ class _TiledMlp(torch.autograd.Function):
         g = grad.reshape(-1, grad.shape[-1])
         grad_x = torch.empty_like(x2) if need_x else None
         grad_w1 = torch.zeros_like(fc1_weight) if need_w1 else None
-        grad_b1 = fc1_weight.new_zeros(fc1_weight.shape[0])
+        grad_b1 = fc1_weight.new_zeros(fc1_weight.shape[0]) if need_b1 else None
         grad_w2 = torch.zeros_like(fc2_weight) if need_w2 else None
+        need_h = need_x or need_w1 or need_b1
         for t in _tiles(x2.shape[0], ctx.tile):
             grad_h = _gelu_fc2_backward_tile(g[t], hidden[t], ctx.approximate,
-                                             fc2_weight, grad_w2)
+                                             fc2_weight, grad_w2, need_h)
             if need_w1:
                 grad_w1.addmm_(grad_h.t(), x2[t])
             if need_b1:
                 grad_b1 += grad_h.sum(0)
             if need_x:
                 torch.mm(grad_h, fc1_weight, out=grad_x[t])
-        return (grad_x.view(ctx.shape) if need_x else None, grad_w1,
-                grad_b1 if need_b1 else None, grad_w2,
-                g.sum(0) if need_b2 else None, None, None)
+        return (grad_x.view(ctx.shape) if need_x else None, grad_w1, grad_b1,
+                grad_w2, g.sum(0) if need_b2 else None, None, None)
 
 
 class _RecomputedTail(torch.autograd.Function):
@@ -254,7 +260,8 @@ class _RecomputedTail(torch.autograd.Function):
             pre_act = (mlp.pre_activation(h, ctx.hw) if ctx.tile else
                        mlp.activate(h, ctx.hw))
         if ctx.tile:  # pre_act: the input of the GELU
-            grad_weight = torch.zeros_like(weight)
+            grad_weight = (torch.zeros_like(weight)
+                           if ctx.needs_input_grad[4] else None)
             hidden = pre_act.detach().reshape(-1, pre_act.shape[-1])
             grad_pre_act = torch.empty_like(hidden)
             for t in _tiles(hidden.shape[0], ctx.tile):
@@ -324,6 +331,20 @@ class Mlp(nn.Module):
         """``act([dwconv](x))``: the hidden-width part between the Linears."""
         return self.act(self.pre_activation(x, hw))
 
+    def _tileable(self) -> bool:
+        """The tiled paths call the ops, not the modules: they apply to
+        plain ``nn.Linear`` layers with biases and a GELU, without hooks."""
+        modules = [self.fc1, self.act, self.fc2]
+        if self.dwconv is not None:
+            modules += [self.dwconv, self.dwconv.dwconv]
+        return (type(self.fc1) is nn.Linear and type(self.fc2) is nn.Linear
+                and self.fc1.bias is not None and self.fc2.bias is not None
+                and isinstance(self.act, nn.GELU)
+                and not any(m._forward_hooks or m._forward_pre_hooks
+                            for m in modules)
+                and not nn.modules.module._global_forward_hooks
+                and not nn.modules.module._global_forward_pre_hooks)
+
     def _tiled_inference(self, x: torch.Tensor,
                          hw: Optional[Tuple[int, int]],
                          tile: int) -> torch.Tensor:
@@ -352,8 +373,10 @@ class Mlp(nn.Module):
             return self.drop(
                 self.fc2(self.drop(self.activate(self.fc1(x), hw))))
         tile = (_tile_rows(x, self.fc1.out_features)
-                if isinstance(self.act, nn.GELU) else 0)
-        if tile and not torch.is_grad_enabled():
+                if self._tileable() else 0)
+        if tile and not (torch.is_grad_enabled() and
+                         (x.requires_grad or any(p.requires_grad
+                                                 for p in self.parameters()))):
             return self._tiled_inference(x, hw, tile)
         if not hand_written_backward_applies():
             return self.fc2(self.activate(self.fc1(x), hw))
