@@ -208,3 +208,25 @@ def test_gather_decomposition_keeps_torchvisions_gradient_at_zero_offsets():
         out = fn(x, offset, weight, bias, stride=(2, 2), padding=(0, 0))
         grads.append(torch.autograd.grad(out, offset, upstream)[0])
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
+
+
+def test_gather_decomposition_keeps_about_the_input_for_backward():
+    """Training keeps the padded map, corner indices and fractions, not the
+    four gathered corners nor the sampled columns (each input-sized)."""
+    torch.manual_seed(0)
+    dcn = DeformableConv2d(16, 32)
+    x = torch.randn(2, 16, 24, 24, requires_grad=True)
+    offset = dcn.conv_offset(x).detach().requires_grad_()
+    saved = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = deform_conv2d_gather(x, offset, dcn.weight, dcn.bias, (2, 2),
+                                   (0, 0))
+    padded = 2 * 16 * 28 * 28 * 4
+    assert sum(saved.values()) < padded * 1.5
+    out.sum().backward()
+    assert x.grad is not None and offset.grad is not None

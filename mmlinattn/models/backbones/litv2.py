@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torchvision.ops import deform_conv2d
 
 from mmlinattn.registry import register_model
@@ -134,17 +135,75 @@ def deform_conv2d_gather(
     first = ((torch.arange(B, device=x.device) * (Hp * Wp)).view(B, 1, 1, 1) +
              (y0.clamp(-2, H).long() + 2) * Wp + x0.clamp(-2, W).long() +
              2).reshape(-1)
-    sampled = None
-    for step, weight_y in ((0, 1 - ly), (Wp, ly)):
-        for shift, weight_x in ((0, 1 - lx), (1, lx)):
-            corner = rows.index_select(0, first + step + shift) * (
-                weight_y * weight_x).reshape(-1, 1)
-            sampled = corner if sampled is None else sampled + corner
-    cols = sampled.view(B * Ho * Wo, K * C)
-    kernel = weight.permute(0, 2, 3, 1).reshape(C_out, K * C)
-    out = (torch.addmm(bias, cols, kernel.t())
-           if bias is not None else cols @ kernel.t())
+    out = _GatheredDeformConv.apply(
+        rows, first, ly.reshape(-1), lx.reshape(-1),
+        weight.permute(0, 2, 3, 1).reshape(C_out, K * C), bias, Wp)
     return out.view(B, Ho, Wo, C_out).permute(0, 3, 1, 2)
+
+
+def _bilinear_corners(first: torch.Tensor, ly: torch.Tensor, lx: torch.Tensor,
+                      row_stride: int):
+    """(row shift, weight, d weight / d ly, d weight / d lx) of the four
+    corners of bilinear samples whose top-left corner is row ``first``."""
+    return ((0, (1 - ly) * (1 - lx), lx - 1, ly - 1),
+            (1, (1 - ly) * lx, -lx, 1 - ly),
+            (row_stride, ly * (1 - lx), 1 - lx, -ly),
+            (row_stride + 1, ly * lx, lx, ly))
+
+
+def _sample_rows(rows: torch.Tensor, first: torch.Tensor, ly: torch.Tensor,
+                 lx: torch.Tensor, row_stride: int) -> torch.Tensor:
+    """(P, C) bilinear samples: the four corner rows, weighted."""
+    sampled = None
+    for shift, weight, _, _ in _bilinear_corners(first, ly, lx, row_stride):
+        corner = rows.index_select(0, first + shift) * weight.unsqueeze(1)
+        sampled = corner if sampled is None else sampled + corner
+    return sampled
+
+
+class _GatheredDeformConv(torch.autograd.Function):
+    """Bilinear samples of the padded channels-last map (rows), then the
+    conv as one matmul. Keeps only the map, the corner indices and the
+    fractions for backward (the sampled columns, input-sized for DTM, are
+    gathered again): about the input's size, like torchvision's op."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, first: torch.Tensor,
+                ly: torch.Tensor, lx: torch.Tensor, kernel: torch.Tensor,
+                bias: Optional[torch.Tensor], row_stride: int) -> torch.Tensor:
+        cols = _sample_rows(rows, first, ly, lx,
+                            row_stride).view(-1, kernel.shape[1])
+        ctx.row_stride = row_stride
+        ctx.save_for_backward(rows, first, ly, lx, kernel)
+        return (torch.addmm(bias, cols, kernel.t())
+                if bias is not None else cols @ kernel.t())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        rows, first, ly, lx, kernel = ctx.saved_tensors
+        need_rows, _, need_ly, need_lx, need_kernel, need_bias = (
+            ctx.needs_input_grad[:6])
+        grad_kernel = (grad.t() @ _sample_rows(
+            rows, first, ly, lx, ctx.row_stride).view(-1, kernel.shape[1])
+                       if need_kernel else None)
+        grad_sampled = (grad @ kernel).view(first.shape[0], rows.shape[1])
+        grad_rows = torch.zeros_like(rows) if need_rows else None
+        grad_ly = torch.zeros_like(ly) if need_ly or need_lx else None
+        grad_lx = torch.zeros_like(lx) if need_ly or need_lx else None
+        for shift, weight, d_ly, d_lx in _bilinear_corners(
+                first, ly, lx, ctx.row_stride):
+            index = first + shift
+            if grad_rows is not None:
+                grad_rows.index_add_(0, index,
+                                     grad_sampled * weight.unsqueeze(1))
+            if grad_ly is not None:
+                along = (rows.index_select(0, index) * grad_sampled).sum(1)
+                grad_ly += d_ly * along
+                grad_lx += d_lx * along
+        return (grad_rows, None, grad_ly if need_ly else None,
+                grad_lx if need_lx else None, grad_kernel,
+                grad.sum(0) if need_bias else None, None)
 
 
 class DeformableConv2d(nn.Module):
