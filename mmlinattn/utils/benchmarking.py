@@ -193,6 +193,31 @@ def paired_speedup(times: Dict[str, List[float]], baseline: str,
     }
 
 
+def paired_modes(modes: Dict[str, Callable[[str], Callable[[], object]]],
+                 names: Tuple[str, str], repeat: int, warmup: int,
+                 **fields) -> List[Dict]:
+    """One :func:`paired_speedup` row per mode: ``modes`` maps a mode name
+    to a function that returns the call to time for an implementation
+    name; ``names`` = (baseline, candidate); ``fields`` go into every row."""
+    rows = []
+    for mode, wrap in modes.items():
+        times = time_paired({name: wrap(name) for name in names},
+                            repeat,
+                            warmup=warmup)
+        rows.append(dict(**fields, mode=mode,
+                         **paired_speedup(times, *names)))
+    return rows
+
+
+def paired_markdown_row(row: Dict, first: str, second: str) -> str:
+    """``| shape | mode | <first> ms | <second> ms | speed-up [min-max] |``
+    of a :func:`paired_modes` row with a ``shape`` field."""
+    return (f'| {tuple(row["shape"])} | {row["mode"]} | '
+            f'{row[first + "_ms"]:.2f} | {row[second + "_ms"]:.2f} | '
+            f'{row["speedup"]:.2f}x [{row["speedup_min"]:.2f}-'
+            f'{row["speedup_max"]:.2f}] |')
+
+
 def parse_token_shape(text: str) -> Tuple[int, int, int]:
     """``'8x3136x64'`` -> (B, N, C), for ``--shapes`` options."""
     try:

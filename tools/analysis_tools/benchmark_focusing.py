@@ -19,8 +19,8 @@ import torch
 
 from mmlinattn.ops import (focusing_backend, focusing_function,
                            focusing_function_reference)
-from mmlinattn.utils.benchmarking import (environment, paired_speedup,
-                                         parse_token_shape, time_paired)
+from mmlinattn.utils.benchmarking import (environment, paired_markdown_row,
+                                          paired_modes, parse_token_shape)
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,29 +53,26 @@ def measure(shape: Tuple[int, int, int], p: float, warmup: int,
         'reference': focusing_function_reference
     }
 
-    def forward(fn):
+    def forward(name):
         def call():
             with torch.no_grad():
-                fn(x, scale, p)
+                impls[name](x, scale, p)
         return call
 
-    def backward(fn):
+    def backward(name):
         xg, sg = x.clone().requires_grad_(), scale.clone().requires_grad_()
 
         def call():  # backward needs its own forward: both are timed
-            torch.autograd.grad(fn(xg, sg, p), (xg, sg), upstream)
+            torch.autograd.grad(impls[name](xg, sg, p), (xg, sg), upstream)
         return call
 
-    rows = []
-    for mode, wrap in (('forward', forward), ('forward+backward', backward)):
-        times = time_paired({name: wrap(fn)
-                             for name, fn in impls.items()},
-                            repeat,
-                            warmup=warmup)
-        rows.append(
-            dict(shape=list(shape), mode=mode,
-                 **paired_speedup(times, 'reference', 'fused')))
-    return rows
+    return paired_modes({
+        'forward': forward,
+        'forward+backward': backward
+    }, ('reference', 'fused'),
+                        repeat,
+                        warmup,
+                        shape=list(shape))
 
 
 def main() -> None:
@@ -89,10 +86,7 @@ def main() -> None:
         for row in measure(shape, args.focusing_factor, args.warmup,
                            args.repeat):
             rows.append(row)
-            print(f'| {tuple(row["shape"])} | {row["mode"]} | '
-                  f'{row["fused_ms"]:.2f} | {row["reference_ms"]:.2f} | '
-                  f'{row["speedup"]:.2f}x [{row["speedup_min"]:.2f}-'
-                  f'{row["speedup_max"]:.2f}] |')
+            print(paired_markdown_row(row, 'fused', 'reference'))
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(

@@ -23,8 +23,8 @@ from typing import Dict, List, Tuple
 import torch
 
 from mmlinattn.models.utils import Mlp, untiled_mlp
-from mmlinattn.utils.benchmarking import (environment, paired_speedup,
-                                          parse_token_shape, time_paired)
+from mmlinattn.utils.benchmarking import (environment, paired_markdown_row,
+                                          paired_modes, parse_token_shape)
 
 
 def parse_args() -> argparse.Namespace:
@@ -57,30 +57,29 @@ def measure(shape: Tuple[int, int, int], mlp_ratio: float, conv_ffn: bool,
     upstream = torch.randn(*shape)
     hw = (side, side)
 
-    def forward(untiled: bool):
+    def forward(name):
         def call():
-            with torch.no_grad(), untiled_mlp() if untiled else nullcontext():
+            with torch.no_grad(), (untiled_mlp()
+                                   if name == 'untiled' else nullcontext()):
                 mlp(x, hw)
         return call
 
-    def backward(untiled: bool):
+    def backward(name):
         xg = x.clone().requires_grad_()
         params = list(mlp.parameters())
 
         def call():  # backward needs its own forward: both are timed
-            with untiled_mlp() if untiled else nullcontext():
+            with untiled_mlp() if name == 'untiled' else nullcontext():
                 torch.autograd.grad(mlp(xg, hw), [xg] + params, upstream)
         return call
 
-    rows = []
-    for mode, wrap in (('forward', forward), ('forward+backward', backward)):
-        times = time_paired({'untiled': wrap(True), 'tiled': wrap(False)},
-                            repeat,
-                            warmup=warmup)
-        rows.append(
-            dict(shape=list(shape), mode=mode,
-                 **paired_speedup(times, 'untiled', 'tiled')))
-    return rows
+    return paired_modes({
+        'forward': forward,
+        'forward+backward': backward
+    }, ('untiled', 'tiled'),
+                        repeat,
+                        warmup,
+                        shape=list(shape))
 
 
 def main() -> None:
@@ -95,10 +94,7 @@ def main() -> None:
         for row in measure(shape, args.mlp_ratio, args.conv_ffn, args.warmup,
                            args.repeat):
             rows.append(row)
-            print(f'| {tuple(row["shape"])} | {row["mode"]} | '
-                  f'{row["tiled_ms"]:.2f} | {row["untiled_ms"]:.2f} | '
-                  f'{row["speedup"]:.2f}x [{row["speedup_min"]:.2f}-'
-                  f'{row["speedup_max"]:.2f}] |')
+            print(paired_markdown_row(row, 'tiled', 'untiled'))
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(
