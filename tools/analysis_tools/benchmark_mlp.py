@@ -1,10 +1,12 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
-"""Paired timing of the cache-tiled CPU MLP against the same MLP on whole
-tensors (``untiled_mlp()``): forward (``no_grad``) and forward + backward
-(of a fixed upstream gradient) of an :class:`~mmlinattn.models.utils.Mlp`
-on (B, N, C) tokens of a square grid. Each repeat times one call of each,
-alternating which goes first; the speed-up is the median of the per-repeat
-ratios untiled / tiled (min-max beside it).
+"""Paired timing of an :class:`~mmlinattn.models.utils.Mlp` against the
+same MLP without one of its CPU paths: forward (``no_grad``) and forward +
+backward (of a fixed upstream gradient) on (B, N, C) tokens of a square
+grid. ``--baseline untiled`` (default): the cache-tiled MLP against whole
+tensors (``untiled_mlp()``); ``--baseline blas``: its GEMMs on oneDNN
+against PyTorch's default BLAS (``blas_gemm()``). Each repeat times one
+call of each, alternating which goes first; the speed-up is the median of
+the per-repeat ratios baseline / default (min-max beside it).
 
 Example (FLatten-PVT-T's stage-1 and -2 MLPs at 224, batch 8; LITv2-S's
 stage-1 and -2 ConvFFNs)::
@@ -13,6 +15,8 @@ stage-1 and -2 ConvFFNs)::
         --shapes 8x3136x64 8x784x128 --mlp-ratio 8 --threads 2
     python tools/analysis_tools/benchmark_mlp.py \
         --shapes 8x3136x96 8x784x192 --mlp-ratio 4 --conv-ffn --threads 2
+    python tools/analysis_tools/benchmark_mlp.py --baseline blas \
+        --shapes 8x3136x64 8x784x128 8x196x320 --mlp-ratio 8 --threads 2
 """
 import argparse
 import json
@@ -22,9 +26,13 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from mmlinattn.models.utils import Mlp, untiled_mlp
+from mmlinattn.models.utils import Mlp, blas_gemm, untiled_mlp
 from mmlinattn.utils.benchmarking import (environment, paired_markdown_row,
                                           paired_modes, parse_token_shape)
+
+
+# --baseline -> (the switch that makes the baseline, the default's name)
+BASELINES = {'untiled': (untiled_mlp, 'tiled'), 'blas': (blas_gemm, 'onednn')}
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +46,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--mlp-ratio', type=float, default=8.)
     parser.add_argument('--conv-ffn', action='store_true',
                         help='ConvFFN (3x3 depthwise conv after fc1)')
+    parser.add_argument(
+        '--baseline',
+        choices=sorted(BASELINES),
+        default='untiled',
+        help='what the default MLP is compared with')
     parser.add_argument('--repeat', type=int, default=9)
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int)
@@ -46,7 +59,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def measure(shape: Tuple[int, int, int], mlp_ratio: float, conv_ffn: bool,
-            warmup: int, repeat: int) -> List[Dict]:
+            baseline: str, warmup: int, repeat: int) -> List[Dict]:
     batch, tokens, channels = shape
     side = math.isqrt(tokens)
     if side * side != tokens:
@@ -56,11 +69,14 @@ def measure(shape: Tuple[int, int, int], mlp_ratio: float, conv_ffn: bool,
     x = torch.randn(*shape)
     upstream = torch.randn(*shape)
     hw = (side, side)
+    switch, default = BASELINES[baseline]
+
+    def path(name):
+        return switch() if name == baseline else nullcontext()
 
     def forward(name):
         def call():
-            with torch.no_grad(), (untiled_mlp()
-                                   if name == 'untiled' else nullcontext()):
+            with torch.no_grad(), path(name):
                 mlp(x, hw)
         return call
 
@@ -69,14 +85,14 @@ def measure(shape: Tuple[int, int, int], mlp_ratio: float, conv_ffn: bool,
         params = list(mlp.parameters())
 
         def call():  # backward needs its own forward: both are timed
-            with untiled_mlp() if name == 'untiled' else nullcontext():
+            with path(name):
                 torch.autograd.grad(mlp(xg, hw), [xg] + params, upstream)
         return call
 
     return paired_modes({
         'forward': forward,
         'forward+backward': backward
-    }, ('untiled', 'tiled'),
+    }, (baseline, default),
                         repeat,
                         warmup,
                         shape=list(shape))
@@ -87,14 +103,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     kind = 'ConvFFN' if args.conv_ffn else 'MLP'
+    default = BASELINES[args.baseline][1]
     rows = []
-    print(f'| {kind} (B, N, C), ratio {args.mlp_ratio:g} | mode | tiled ms '
-          '| untiled ms | speed-up |\n|---|---|---:|---:|---:|')
+    print(f'| {kind} (B, N, C), ratio {args.mlp_ratio:g} | mode | {default} '
+          f'ms | {args.baseline} ms | speed-up |\n|---|---|---:|---:|---:|')
     for shape in args.shapes:
-        for row in measure(shape, args.mlp_ratio, args.conv_ffn, args.warmup,
-                           args.repeat):
+        for row in measure(shape, args.mlp_ratio, args.conv_ffn,
+                           args.baseline, args.warmup, args.repeat):
             rows.append(row)
-            print(paired_markdown_row(row, 'tiled', 'untiled'))
+            print(paired_markdown_row(row, default, args.baseline))
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(
@@ -102,6 +119,7 @@ def main() -> None:
                     rows=rows,
                     mlp_ratio=args.mlp_ratio,
                     conv_ffn=args.conv_ffn,
+                    baseline=args.baseline,
                     repeat=args.repeat,
                     **environment(torch.device('cpu'))),
                 f,

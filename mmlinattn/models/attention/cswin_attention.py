@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import (head_dims, nchw_as_tokens, pad_to_multiple,
+from ..utils import (Linear, head_dims, nchw_as_tokens, pad_to_multiple,
                      padding_key_mask, tokens_as_nchw,
                      window_partition, window_reverse)
 
@@ -59,13 +59,13 @@ class CSWinAttention(nn.Module):
         self.split_size = split_size
         self.global_window = global_window
         self.attn_drop = attn_drop
-        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.qkv = Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         dims = embed_dims // branches
         self.lepe = nn.ModuleList([
             nn.Conv2d(dims, dims, 3, padding=1, groups=dims)
             for _ in range(branches)
         ])
-        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj = Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def extra_repr(self) -> str:

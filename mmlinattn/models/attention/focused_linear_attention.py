@@ -16,7 +16,7 @@ from torch.nn.init import trunc_normal_
 from mmlinattn.ops.focusing import (focusing_function,
                                     focusing_function_backward)
 from mmlinattn.registry import register_model
-from ..utils import (hand_written_backward_applies, head_dims,
+from ..utils import (Linear, hand_written_backward_applies, head_dims,
                      nchw_as_tokens, resize_grid_table_on_load,
                      resize_pos_embed, run_in_float32, spatial_reduction,
                      tokens_as_nchw)
@@ -226,10 +226,10 @@ class FocusedLinearAttention(BaseModule):
         self.pos_interp_mode = pos_interp_mode
 
         if qkv_layout == 'qkv':
-            self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+            self.qkv = Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
         elif qkv_layout == 'q_kv':
-            self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-            self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
+            self.q = Linear(embed_dims, embed_dims, bias=qkv_bias)
+            self.kv = Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
         if sr_ratio > 1:
             self.sr = nn.Conv2d(
                 embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
@@ -256,7 +256,7 @@ class FocusedLinearAttention(BaseModule):
         self.lepe = nn.Conv2d(
             embed_dims, embed_dims, 3, padding=1,
             groups=embed_dims) if lepe else None
-        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj = Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
         for module in self.modules():

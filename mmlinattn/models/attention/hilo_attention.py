@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import head_dims, nchw_as_tokens, tokens_as_nchw
+from ..utils import Linear, head_dims, nchw_as_tokens, tokens_as_nchw
 
 
 @register_model()
@@ -84,12 +84,12 @@ class HiLoAttention(nn.Module):
         self.scale = qk_scale or self.head_dims**-0.5
 
         if self.l_heads > 0:
-            self.l_q = nn.Linear(embed_dims, self.l_dim, bias=qkv_bias)
-            self.l_kv = nn.Linear(embed_dims, 2 * self.l_dim, bias=qkv_bias)
-            self.l_proj = nn.Linear(self.l_dim, self.l_dim)
+            self.l_q = Linear(embed_dims, self.l_dim, bias=qkv_bias)
+            self.l_kv = Linear(embed_dims, 2 * self.l_dim, bias=qkv_bias)
+            self.l_proj = Linear(self.l_dim, self.l_dim)
         if self.h_heads > 0:
-            self.h_qkv = nn.Linear(embed_dims, 3 * self.h_dim, bias=qkv_bias)
-            self.h_proj = nn.Linear(self.h_dim, self.h_dim)
+            self.h_qkv = Linear(embed_dims, 3 * self.h_dim, bias=qkv_bias)
+            self.h_proj = Linear(self.h_dim, self.h_dim)
 
     def extra_repr(self) -> str:
         return (f'embed_dims={self.embed_dims}, window_size='

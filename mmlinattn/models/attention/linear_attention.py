@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import head_dims, run_in_float32
+from ..utils import Linear, head_dims, run_in_float32
 
 
 def elu_linear_attention(q: torch.Tensor,
@@ -48,8 +48,8 @@ class LinearAttention(nn.Module):
         super().__init__()
         head_dims(embed_dims, num_heads)
         self.num_heads = num_heads
-        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
-        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.qkv = Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.proj = Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:

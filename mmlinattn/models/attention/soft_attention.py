@@ -21,7 +21,7 @@ from torch.autograd.function import once_differentiable
 from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
                            gaussian_kernel_t_matmul, ops_backend)
 from mmlinattn.registry import register_model
-from ..utils import (head_dims, nchw_as_tokens, run_in_float32,
+from ..utils import (Linear, head_dims, nchw_as_tokens, run_in_float32,
                      tokens_as_nchw)
 
 NEWTON_VARIANTS = ('a', 'b', 'b_per_matrix')
@@ -271,8 +271,8 @@ class SoftmaxFreeAttention(nn.Module):
         self.kernel_impl = kernel_impl
         self.max_landmarks = max_landmarks
 
-        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-        self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.q = Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.v = Linear(embed_dims, embed_dims, bias=qkv_bias)
         self.landmark_conv = nn.Conv2d(
             self.head_dims,
             self.head_dims,
@@ -287,7 +287,7 @@ class SoftmaxFreeAttention(nn.Module):
             padding=conv_size // 2,
             groups=num_heads,
             bias=False) if conv_size else None
-        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj = Linear(embed_dims, embed_dims)
 
     def landmark_grid(self, hw: Tuple[int, int]) -> Tuple[int, int]:
         """Landmark grid (h', w') for a token grid ``hw``."""

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import head_dims, spatial_reduction
+from ..utils import Linear, head_dims, spatial_reduction
 
 Grid = Tuple[int, int]
 
@@ -50,13 +50,13 @@ class SpatialReductionAttention(nn.Module):
         self.num_heads = num_heads
         self.sr_ratio = int(sr_ratio)
         self.attn_drop = attn_drop
-        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-        self.kv = nn.Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
+        self.q = Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.kv = Linear(embed_dims, embed_dims * 2, bias=qkv_bias)
         if self.sr_ratio > 1:
             self.sr = nn.Conv2d(
                 embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(embed_dims)
-        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj = Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def extra_repr(self) -> str:

@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import (head_dims, pad_to_multiple, region_mask, window_partition,
-                     window_reverse)
+from ..utils import (Linear, head_dims, pad_to_multiple, region_mask,
+                     window_partition, window_reverse)
 from ..utils.window import roll_2d, shift_if_larger
 
 Grid = Tuple[int, int]
@@ -77,8 +77,8 @@ class WindowAttention(nn.Module):
         self.window_size = int(window_size)
         self.shift = shift
         self.attn_drop = attn_drop
-        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
-        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.qkv = Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.proj = Linear(embed_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
         ws = self.window_size
         self.relative_position_bias_table = nn.Parameter(

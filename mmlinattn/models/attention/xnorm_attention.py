@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 
 from mmlinattn.registry import register_model
-from ..utils import run_in_float32
+from ..utils import Linear, run_in_float32
 
 GAMMA_MODES = ('shared', 'separate')
 KV_NORM_AXES = (-1, -2)
@@ -126,9 +126,9 @@ class XNormAttention(BaseModule):
         self.gamma_init = gamma_init
         self.compat = compat
 
-        self.qkv = nn.Linear(
+        self.qkv = Linear(
             embed_dims, num_heads * (2 * key_dims + value_dims), bias=qkv_bias)
-        self.proj = nn.Linear(num_heads * value_dims, embed_dims)
+        self.proj = Linear(num_heads * value_dims, embed_dims)
         self.proj_drop = nn.Dropout(proj_drop)
         if gamma_mode == 'shared':
             self.gamma = nn.Parameter(torch.empty(1, num_heads, 1, 1))

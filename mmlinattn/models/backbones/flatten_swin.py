@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mmlinattn.registry import register_model
-from ..utils import (ConvPatchEmbed, LinAttnBackbone, Stage,
+from ..utils import (ConvPatchEmbed, LinAttnBackbone, Linear, Stage,
                      drop_path_schedule, flatten_attn_cfgs,
                      init_linear_and_norm)
 
@@ -44,7 +44,7 @@ class SwinPatchMerging(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.norm = nn.LayerNorm(4 * in_channels)
-        self.reduction = nn.Linear(4 * in_channels, out_channels, bias=False)
+        self.reduction = Linear(4 * in_channels, out_channels, bias=False)
 
     def forward(self, x: torch.Tensor, hw: Grid) -> Tuple[torch.Tensor, Grid]:
         B, N, C = x.shape

@@ -26,6 +26,7 @@ from ..utils import (ConvPatchEmbed, DWConv, LinAttnBackbone, Stage,
                      drop_path_schedule, init_conv_fan_out,
                      init_linear_and_norm, nchw_as_tokens, per_block_attn_cfgs,
                      run_in_float32, tokens_as_nchw, tokens_to_nchw)
+from ..utils.gemm import linear, matmul, weight_grad
 
 Size2 = Tuple[int, int]
 
@@ -175,8 +176,7 @@ class _GatheredDeformConv(torch.autograd.Function):
                             row_stride).view(-1, kernel.shape[1])
         ctx.row_stride = row_stride
         ctx.save_for_backward(rows, first, ly, lx, kernel)
-        return (torch.addmm(bias, cols, kernel.t())
-                if bias is not None else cols @ kernel.t())
+        return linear(cols, kernel, bias)
 
     @staticmethod
     @once_differentiable
@@ -184,10 +184,13 @@ class _GatheredDeformConv(torch.autograd.Function):
         rows, first, ly, lx, kernel = ctx.saved_tensors
         need_rows, _, need_ly, need_lx, need_kernel, need_bias = (
             ctx.needs_input_grad[:6])
-        grad_kernel = (grad.t() @ _sample_rows(
-            rows, first, ly, lx, ctx.row_stride).view(-1, kernel.shape[1])
+        grad_kernel = (weight_grad(
+            grad,
+            _sample_rows(rows, first, ly, lx,
+                         ctx.row_stride).view(-1, kernel.shape[1]))
                        if need_kernel else None)
-        grad_sampled = (grad @ kernel).view(first.shape[0], rows.shape[1])
+        grad_sampled = matmul(grad, kernel).view(first.shape[0],
+                                                 rows.shape[1])
         grad_rows = torch.zeros_like(rows) if need_rows else None
         grad_ly = torch.zeros_like(ly) if need_ly or need_lx else None
         grad_lx = torch.zeros_like(lx) if need_ly or need_lx else None

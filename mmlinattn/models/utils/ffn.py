@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .gemm import Linear, linear, matmul, weight_grad
 from .layout import nchw_as_tokens, tokens_as_nchw
 from .misc import hand_written_backward_applies
 
@@ -95,9 +96,9 @@ def _gelu_fc2_tiled(hidden: torch.Tensor, approximate: str,
         n = t.stop - t.start
         h = hidden[:n] if scratch else hidden[t]
         if fc1 is not None:
-            torch.addmm(fc1[2], fc1[0][t], fc1[1].t(), out=h)
+            h.copy_(linear(fc1[0][t], fc1[1], fc1[2]))
         torch.ops.aten.gelu.out(h, approximate=approximate, out=act[:n])
-        torch.addmm(fc2_bias, act[:n], fc2_weight.t(), out=out[t])
+        out[t] = linear(act[:n], fc2_weight, fc2_bias)
     return out
 
 
@@ -111,11 +112,11 @@ def _gelu_fc2_backward_tile(grad: torch.Tensor, hidden: torch.Tensor,
     into ``grad_fc2_weight`` when given."""
     if grad_fc2_weight is not None:
         act = F.gelu(hidden, approximate=approximate)
-        grad_fc2_weight.addmm_(grad.t(), act)
+        grad_fc2_weight += weight_grad(grad, act)
     if not need_hidden:
         return None
     return torch.ops.aten.gelu_backward(
-        grad @ fc2_weight, hidden, approximate=approximate)
+        matmul(grad, fc2_weight), hidden, approximate=approximate)
 
 
 def _band_rows(tile: int, hw: Tuple[int, int]) -> int:
@@ -151,8 +152,8 @@ def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
             h = hidden[:rows * W]
             h[:top * W].zero_()
             h[(rows - bottom) * W:].zero_()
-            torch.addmm(mlp.fc1.bias, x[b, a0 * W:a1 * W], mlp.fc1.weight.t(),
-                        out=h[top * W:(rows - bottom) * W])
+            h[top * W:(rows - bottom) * W] = linear(
+                x[b, a0 * W:a1 * W], mlp.fc1.weight, mlp.fc1.bias)
             pre_act = F.conv2d(
                 h.view(1, rows, W, -1).permute(0, 3, 1, 2), conv.weight,
                 conv.bias, padding=(0, conv.padding[1]), groups=conv.groups)
@@ -160,8 +161,8 @@ def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
             torch.ops.aten.gelu.out(nchw_as_tokens(pre_act)[0],
                                     approximate=mlp.act.approximate,
                                     out=act[:n])
-            torch.addmm(mlp.fc2.bias, act[:n], mlp.fc2.weight.t(),
-                        out=out[b, y0 * W:y1 * W])
+            out[b, y0 * W:y1 * W] = linear(act[:n], mlp.fc2.weight,
+                                           mlp.fc2.bias)
     return out
 
 
@@ -200,11 +201,11 @@ class _TiledMlp(torch.autograd.Function):
             grad_h = _gelu_fc2_backward_tile(g[t], hidden[t], ctx.approximate,
                                              fc2_weight, grad_w2, need_h)
             if need_w1:
-                grad_w1.addmm_(grad_h.t(), x2[t])
+                grad_w1 += weight_grad(grad_h, x2[t])
             if need_b1:
                 grad_b1 += grad_h.sum(0)
             if need_x:
-                torch.mm(grad_h, fc1_weight, out=grad_x[t])
+                grad_x[t] = matmul(grad_h, fc1_weight)
         return (grad_x.view(ctx.shape) if need_x else None, grad_w1, grad_b1,
                 grad_w2, g.sum(0) if need_b2 else None, None, None)
 
@@ -270,9 +271,10 @@ class _RecomputedTail(torch.autograd.Function):
                     grad_weight)
             grad_pre_act = grad_pre_act.view(pre_act.shape)
         else:  # pre_act: the activation's output
-            grad_weight = (g.t() @ pre_act.detach().reshape(
-                -1, pre_act.shape[-1]).to(g.dtype)).to(weight.dtype)
-            grad_pre_act = grad @ weight.to(grad.dtype)
+            grad_weight = weight_grad(
+                g, pre_act.detach().reshape(-1, pre_act.shape[-1]).to(
+                    g.dtype)).to(weight.dtype)
+            grad_pre_act = matmul(grad, weight.to(grad.dtype))
         inputs = [h] + ([conv.weight, conv.bias] if conv is not None else [])
         wanted = [t for t in inputs if t.requires_grad]
         found = iter(torch.autograd.grad(pre_act, wanted, grad_pre_act))
@@ -310,10 +312,10 @@ class Mlp(nn.Module):
         super().__init__()
         hidden_features = hidden_features or in_features
         out_features = out_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.fc1 = Linear(in_features, hidden_features)
         self.dwconv = DWConv(hidden_features) if use_dwconv else None
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.fc2 = Linear(hidden_features, out_features)
         self.drop = nn.Dropout(drop)
 
     def pre_activation(self, x: torch.Tensor,
@@ -333,11 +335,11 @@ class Mlp(nn.Module):
 
     def _tileable(self) -> bool:
         """The tiled paths call the ops, not the modules: they apply to
-        plain ``nn.Linear`` layers with biases and a GELU, without hooks."""
+        plain :class:`Linear` layers with biases and a GELU, without hooks."""
         modules = [self.fc1, self.act, self.fc2]
         if self.dwconv is not None:
             modules += [self.dwconv, self.dwconv.dwconv]
-        return (type(self.fc1) is nn.Linear and type(self.fc2) is nn.Linear
+        return (type(self.fc1) is Linear and type(self.fc2) is Linear
                 and self.fc1.bias is not None and self.fc2.bias is not None
                 and isinstance(self.act, nn.GELU)
                 and not any(m._forward_hooks or m._forward_pre_hooks

@@ -1,0 +1,136 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""Linear layers whose CPU fp32 GEMMs run on oneDNN.
+
+PyTorch sends an fp32 ``nn.Linear`` on the CPU to MKL's ``sgemm``; MKL picks
+its AVX-512 kernels only on Intel processors, so on AMD's (the EPYC machines
+this project is measured on) it runs 1.5-3x slower than oneDNN's AVX-512
+``brg_matmul``, which PyTorch ships too (``torch.ops.mkldnn``, the kernel
+Inductor's CPU backend uses). :class:`Linear` is ``nn.Linear`` with its
+GEMMs (forward, input and weight gradients) on oneDNN where that applies;
+:func:`linear`, :func:`matmul` and :func:`weight_grad` are the same GEMMs
+for the layers' hand-written paths. Values equal ``F.linear``'s up to fp32
+summation order (oneDNN's fp32 math is strict fp32, no reduced precision).
+"""
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+_ONEDNN = torch.backends.mkldnn.is_available()
+# a weight gradient of two narrow layers (N, K < 256) over many rows is
+# faster with MKL (0.6-0.95x on oneDNN at 25088 rows, measured)
+_MIN_WEIGHT_GRAD_WIDTH = 256
+_state = threading.local()
+_PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
+
+
+@contextmanager
+def blas_gemm() -> Iterator[None]:
+    """Run the GEMMs of this module (this thread) through PyTorch's default
+    BLAS path (MKL), e.g. to compare the two; values differ only by
+    summation order."""
+    previous = getattr(_state, 'blas', False)
+    _state.blas = True
+    try:
+        yield
+    finally:
+        _state.blas = previous
+
+
+def onednn_applies(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether the GEMM of these tensors runs on oneDNN: plain eager CPU
+    fp32 tensors, oneDNN enabled in PyTorch, not inside :func:`blas_gemm`.
+    Autocast, ``torch.compile``, tracing, ONNX export, dispatch modes
+    (``FlopCounterMode``, fake tensors), tensor subclasses and functorch
+    transforms see plain ``F.linear``."""
+    # is_compiling() first: torch.compile sees only this branch
+    if (torch.compiler.is_compiling() or not _ONEDNN
+            or getattr(_state, 'blas', False)
+            or not torch.backends.mkldnn.enabled
+            or torch.is_autocast_enabled('cpu')
+            or torch._C._len_torch_dispatch_stack() > 0
+            or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        return False
+    return all(
+        t is None or (type(t) in _PLAIN_TENSORS and t.device.type == 'cpu'
+                      and t.dtype == torch.float32 and t.numel() > 0 and
+                      not torch._C._functorch.is_functorch_wrapped_tensor(t))
+        for t in tensors)
+
+
+def _onednn_linear(x: torch.Tensor, weight: torch.Tensor,
+                   bias: Optional[torch.Tensor]) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
+
+
+def linear(x: torch.Tensor,
+           weight: torch.Tensor,
+           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``F.linear`` (no autograd of its own: for no-grad and hand-written
+    paths)."""
+    if onednn_applies(x, weight, bias):
+        return _onednn_linear(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for (..., K) ``a`` and a (K, N) matrix ``b``."""
+    return linear(a, b.t())
+
+
+def weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grad.T @ x`` over rows, contiguous: the weight gradient of a Linear
+    with (M, N) output gradient ``grad`` and (M, K) input ``x``."""
+    if (max(grad.shape[-1], x.shape[-1]) < _MIN_WEIGHT_GRAD_WIDTH
+            or not onednn_applies(grad, x)):
+        return grad.t() @ x
+    # oneDNN is fastest with the smaller of N, K as its batch dimension
+    if grad.shape[-1] <= x.shape[-1]:
+        return _onednn_linear(grad.t(), x.t(), None)
+    return _onednn_linear(x.t(), grad.t(), None).t().contiguous()
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` with its three GEMMs on oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor,
+                bias: Optional[torch.Tensor]) -> torch.Tensor:
+        need_x, need_w = ctx.needs_input_grad[:2]
+        # a view, like F.linear's autograd keeps: a later module.double()
+        # swaps the parameter's data, not the data of this step
+        ctx.save_for_backward(x if need_w else None,
+                              weight.detach() if need_x else None)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        g = grad.reshape(-1, grad.shape[-1])
+        grad_x = matmul(grad, weight) if need_x else None
+        grad_w = (
+            weight_grad(g, x.reshape(-1, x.shape[-1])) if need_w else None)
+        grad_b = g.sum(0) if need_b and ctx.has_bias else None
+        return grad_x, grad_w, grad_b
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, state dict and init) whose eager CPU
+    fp32 GEMMs run on oneDNN (see the module docstring); everywhere else it
+    is ``nn.Linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not onednn_applies(x, self.weight, self.bias):
+            return F.linear(x, self.weight, self.bias)
+        tensors = (x, self.weight, self.bias)
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                           for t in tensors):
+            return _OneDNNLinear.apply(*tensors)
+        return _onednn_linear(x, self.weight, self.bias)
