@@ -252,22 +252,26 @@ def test_benchmark_focusing_writes_paired_rows(tmp_path, monkeypatch):
         assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
 
 
-@pytest.mark.parametrize('conv_ffn', [False, True])
-def test_benchmark_mlp_writes_paired_rows(tmp_path, monkeypatch, conv_ffn):
+@pytest.mark.parametrize('conv_ffn,baseline,default', [
+    (False, 'untiled', 'tiled'), (True, 'untiled', 'tiled'),
+    (False, 'blas', 'onednn')
+])
+def test_benchmark_mlp_writes_paired_rows(tmp_path, monkeypatch, conv_ffn,
+                                          baseline, default):
     tool = load_tool('benchmark_mlp')
     out = tmp_path / 'mlp.json'
     run_main(tool, [
         '--shapes', '2x64x8', '1x49x4', '--mlp-ratio', '2', '--repeat', '3',
-        '--out', str(out)
+        '--baseline', baseline, '--out', str(out)
     ] + (['--conv-ffn'] if conv_ffn else []), monkeypatch)
     result = json.loads(out.read_text())
-    assert result['conv_ffn'] is conv_ffn
+    assert result['conv_ffn'] is conv_ffn and result['baseline'] == baseline
     assert [(r['shape'], r['mode']) for r in result['rows']] == [
         ([2, 64, 8], 'forward'), ([2, 64, 8], 'forward+backward'),
         ([1, 49, 4], 'forward'), ([1, 49, 4], 'forward+backward')
     ]
     for row in result['rows']:
-        assert row['tiled_ms'] > 0 and row['untiled_ms'] > 0
+        assert row[f'{default}_ms'] > 0 and row[f'{baseline}_ms'] > 0
         assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
     with pytest.raises(SystemExit, match='not a square grid'):
         run_main(tool, ['--shapes', '1x50x4'], monkeypatch)

@@ -53,7 +53,7 @@ def onednn_applies(*tensors: Optional[torch.Tensor]) -> bool:
             or not torch.backends.mkldnn.enabled
             or torch.is_autocast_enabled('cpu')
             or torch._C._len_torch_dispatch_stack() > 0
-            or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            or torch.jit.is_tracing()):  # (ONNX export traces or compiles)
         return False
     return all(
         t is None or (type(t) in _PLAIN_TENSORS and t.device.type == 'cpu'
