@@ -162,3 +162,22 @@ def test_fp32_cache_tiled_mlp_on_onednn_matches_the_blas_path(
         blas = run()
     for a, b in zip(ours, blas):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_linear_second_order_gradients_equal_f_linear():
+    """create_graph=True (gradient penalties): the backward is recorded,
+    and double backward gives F.linear's values."""
+    ours, plain = _pair()
+    x = torch.randn(6, 40)
+    results = []
+    for layer in (ours, plain):
+        xx = x.clone().requires_grad_()
+        y = layer(xx).tanh()
+        gx, = torch.autograd.grad(y.sum(), xx, create_graph=True)
+        penalty = (gx**2).sum()
+        results.append(torch.autograd.grad(penalty, [xx, layer.weight]))
+    assert type(ours(x.requires_grad_()).grad_fn).__name__ == (
+        '_OneDNNLinearBackward')
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -18,7 +18,6 @@ from typing import Iterator, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 _ONEDNN = torch.backends.mkldnn.is_available()
 # a weight gradient of two narrow layers (N, K < 256) over many rows is
@@ -95,30 +94,38 @@ def weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``F.linear`` with its three GEMMs on oneDNN."""
+    """``F.linear`` with its three GEMMs on oneDNN. With ``create_graph``
+    (grad mode on in backward) the backward runs as plain differentiable
+    ops, so higher-order gradients are those of ``F.linear``."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor,
+                weight_t: torch.Tensor,
                 bias: Optional[torch.Tensor]) -> torch.Tensor:
+        # weight_t = weight.t(), made outside: F.linear's autograd keeps
+        # that view too (a later module.double() swaps the parameter's
+        # data, not this step's), and as an input it stays connected to
+        # weight for higher-order gradients
         need_x, need_w = ctx.needs_input_grad[:2]
-        # a view, like F.linear's autograd keeps: a later module.double()
-        # swaps the parameter's data, not the data of this step
         ctx.save_for_backward(x if need_w else None,
-                              weight.detach() if need_x else None)
+                              weight_t if need_x else None)
         ctx.has_bias = bias is not None
         return _onednn_linear(x, weight, bias)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
+        x, weight_t = ctx.saved_tensors
+        need_x, need_w, _, need_b = ctx.needs_input_grad
         g = grad.reshape(-1, grad.shape[-1])
-        grad_x = matmul(grad, weight) if need_x else None
-        grad_w = (
-            weight_grad(g, x.reshape(-1, x.shape[-1])) if need_w else None)
+        x2 = x.reshape(-1, x.shape[-1]) if need_w else None
+        if torch.is_grad_enabled():  # create_graph: differentiable ops
+            grad_x = grad @ weight_t.t() if need_x else None
+            grad_w = g.t() @ x2 if need_w else None
+        else:
+            grad_x = linear(grad, weight_t) if need_x else None
+            grad_w = weight_grad(g, x2) if need_w else None
         grad_b = g.sum(0) if need_b and ctx.has_bias else None
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, None, grad_b
 
 
 class Linear(nn.Linear):
@@ -132,5 +139,6 @@ class Linear(nn.Linear):
         tensors = (x, self.weight, self.bias)
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                            for t in tensors):
-            return _OneDNNLinear.apply(*tensors)
+            return _OneDNNLinear.apply(x, self.weight, self.weight.t(),
+                                       self.bias)
         return _onednn_linear(x, self.weight, self.bias)
