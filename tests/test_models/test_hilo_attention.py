@@ -121,6 +121,8 @@ def test_window_size_one_is_global_msa():
         (2, 0.0, (5, 6)),  # Hi-Fi only
         (2, 1.0, (5, 6)),  # Lo-Fi only
         (1, 0.5, (3, 4)),  # global MSA
+        (2, 0.5, (18, 17)),  # 81 pooled keys: Lo-Fi on SDPA
+        (1, 0.5, (9, 9)),  # global MSA over 81 keys: SDPA
     ])
 def test_matches_direct_evaluation_float64(window_size, alpha, hw):
     attn = randomise(HiLoAttention(48, 4, window_size, alpha)).double()
@@ -219,3 +221,17 @@ def test_registered():
     attn = MODELS.build(
         dict(type='HiLoAttention', embed_dims=64, num_heads=4, alpha=0.5))
     assert isinstance(attn, HiLoAttention)
+
+
+@pytest.mark.parametrize('hw,fused', [((14, 14), False), ((28, 28), True)])
+def test_lofi_takes_the_explicit_softmax_for_few_keys_on_cpu(hw, fused):
+    """49 pooled keys (a 14x14 stage): explicit softmax, faster on CPU than
+    SDPA's fused kernel; 196 keys: the fused kernel. Same values."""
+    attn = randomise(HiLoAttention(64, 4, window_size=2, alpha=1.0))
+    x = torch.randn(1, hw[0] * hw[1], 64)
+    with torch.profiler.profile() as prof:
+        out = attn(x, hw)
+    kernels = {e.name for e in prof.events() if 'scaled_dot' in e.name}
+    assert bool(kernels) == fused
+    expected = hilo_reference(attn.double(), x.double(), *hw)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
