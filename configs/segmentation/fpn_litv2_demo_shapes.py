@@ -13,8 +13,8 @@ model = dict(
         out_indices=(0, 1, 2, 3)),
     neck=dict(in_channels=[32, 64, 128, 256]))
 # The official recipe: DTM's offset-conv weights learn at 0.01x the lr.
-# Without it this small classifier collapsed to chance (loss ln 4) once
-# the offsets moved (README, "What the demo shows").
+# Without it the demo classifier collapsed to chance (loss ln 4) once the
+# offsets moved (README, "What the demo shows"); here too, as there.
 optim_wrapper = dict(
     paramwise_cfg=dict(
         custom_keys={'.conv_offset.weight': dict(lr_mult=0.01)}))

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmlinattn.models.utils import Linear, Mlp, blas_gemm, ffn, gemm
@@ -181,3 +182,18 @@ def test_linear_second_order_gradients_equal_f_linear():
         '_OneDNNLinearBackward')
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_strided_bias_and_non_strided_layouts():
+    """The oneDNN op reads the bias as dense: a strided or expanded bias is
+    made contiguous first; sparse / mkldnn / nested inputs take F.linear."""
+    x, w = torch.randn(64, 48), torch.randn(32, 48)
+    for bias in (torch.randn(64)[::2], torch.randn(1).expand(32)):
+        torch.testing.assert_close(
+            gemm.linear(x, w, bias), F.linear(x, w, bias), rtol=1e-5,
+            atol=1e-4)
+    assert not gemm.onednn_applies(x.to_sparse())
+    torch.testing.assert_close(gemm.linear(x.to_sparse(), w), x @ w.t(),
+                               rtol=1e-5, atol=1e-4)
+    assert not gemm.onednn_applies(x.to_mkldnn())

@@ -31,7 +31,9 @@ _PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
 def blas_gemm() -> Iterator[None]:
     """Run the GEMMs of this module (this thread) through PyTorch's default
     BLAS path (MKL), e.g. to compare the two; values differ only by
-    summation order."""
+    summation order. Keep backward inside the block too: activation
+    checkpointing recomputes the forward then and must take the same
+    path."""
     previous = getattr(_state, 'blas', False)
     _state.blas = True
     try:
@@ -56,13 +58,18 @@ def onednn_applies(*tensors: Optional[torch.Tensor]) -> bool:
         return False
     return all(
         t is None or (type(t) in _PLAIN_TENSORS and t.device.type == 'cpu'
-                      and t.dtype == torch.float32 and t.numel() > 0 and
+                      and t.dtype == torch.float32 and t.numel() > 0
+                      and t.layout == torch.strided and not t.is_nested and
                       not torch._C._functorch.is_functorch_wrapped_tensor(t))
         for t in tensors)
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor,
                    bias: Optional[torch.Tensor]) -> torch.Tensor:
+    # the op reads the bias as dense (a strided or expanded one would be
+    # read past its elements); inputs and weights may be strided
+    if bias is not None:
+        bias = bias.contiguous()
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
 
 
