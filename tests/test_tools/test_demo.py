@@ -36,7 +36,8 @@ def load_demo(repo_root: str):
 def test_family_configs_swap_only_the_backbone(repo_root, family):
     """Each family's demo configs inherit the SOFT ones: same data,
     schedule, seed and heads; only the backbone (and the channels that
-    follow from it) differ."""
+    follow from it) differ, plus LITv2's official 0.01x lr for its DTM
+    offset convs (a parameter only that backbone has)."""
     demo = load_demo(repo_root)
     for task in demo.TASKS:
         spec = demo.task_spec(task, family)
@@ -50,8 +51,17 @@ def test_family_configs_swap_only_the_backbone(repo_root, family):
             assert '_base_' in text and osp.basename(
                 soft.filename) in text, path
         assert cfg.randomness == dict(seed=0, deterministic=True)
+        optim = cfg.optim_wrapper.to_dict()
+        if family == 'litv2':
+            keys = optim['paramwise_cfg']['custom_keys']
+            assert keys.pop('.conv_offset.weight') == dict(lr_mult=0.01)
+            if not keys:
+                del optim['paramwise_cfg']['custom_keys']
+            if not optim['paramwise_cfg']:
+                del optim['paramwise_cfg']
+        assert optim == soft.optim_wrapper.to_dict(), path
         for key in ('train_dataloader', 'val_dataloader', 'train_cfg',
-                    'optim_wrapper', 'param_scheduler'):
+                    'param_scheduler'):
             assert cfg[key] == soft[key], (path, key)
         assert cfg.model.backbone.type.split('.')[-1] == {
             'soft': 'SOFT',
