@@ -9,14 +9,14 @@ Environment variables:
     MMLINATTN_EXT_PATH=<file> load the extension from this shared library
                               (e.g. a scratch build) instead of the package.
 """
-import contextlib
 import importlib.util
 import os
 import sys
-import threading
 import warnings
 from types import ModuleType
-from typing import Iterator, Optional
+from typing import ContextManager, Optional
+
+from mmlinattn.utils.switch import ThreadSwitch
 
 _NAME = 'mmlinattn._ext'
 
@@ -62,11 +62,10 @@ def ext_has_cuda() -> bool:
     return ext_module is not None and bool(ext_module.has_cuda())
 
 
-_state = threading.local()
+_REFERENCE = ThreadSwitch()
 
 
-@contextlib.contextmanager
-def reference_ops() -> Iterator[None]:
+def reference_ops() -> ContextManager[None]:
     """Run the pure-PyTorch references of every op inside the block (this
     thread).
 
@@ -74,14 +73,9 @@ def reference_ops() -> Iterator[None]:
         >>> with reference_ops():
         ...     y = gaussian_kernel_matmul(q, l, x)  # never the extension
     """
-    previous = reference_forced()
-    _state.force_reference = True
-    try:
-        yield
-    finally:
-        _state.force_reference = previous
+    return _REFERENCE.turned_on()
 
 
 def reference_forced() -> bool:
     """Whether :func:`reference_ops` is active in this thread."""
-    return getattr(_state, 'force_reference', False)
+    return bool(_REFERENCE)

@@ -1,14 +1,14 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """Feed-forward blocks shared by the families (plain MLP and ConvFFN)."""
-import threading
-from contextlib import contextmanager, nullcontext
-from typing import Callable, Iterator, Optional, Tuple
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from mmlinattn.utils.switch import ThreadSwitch
 from .gemm import Linear, linear, matmul, weight_grad
 from .layout import nchw_as_tokens, tokens_as_nchw
 from .misc import hand_written_backward_applies
@@ -38,28 +38,22 @@ _TILE_BYTES_PER_THREAD = 1 << 20
 _MIN_ROWS_PER_THREAD = 256
 # ... and tiles only when there are at least this many tiles.
 _MIN_TILES = 4
-_state = threading.local()
+_UNTILED = ThreadSwitch()
 
 
-@contextmanager
-def untiled_mlp() -> Iterator[None]:
+def untiled_mlp() -> ContextManager[None]:
     """Run every :class:`Mlp` inside the block (this thread) on its whole
     tensors, without cache tiling (for comparisons and benchmarks). With
     activation checkpointing, keep backward inside the block too: the
     recomputed forward must take the same path."""
-    previous = getattr(_state, 'untiled', False)
-    _state.untiled = True
-    try:
-        yield
-    finally:
-        _state.untiled = previous
+    return _UNTILED.turned_on()
 
 
 def _tile_rows(x: torch.Tensor, hidden: int) -> int:
     """Rows per tile of the cache-tiled CPU MLP for tokens ``x``, 0 when it
     does not apply (not CPU fp32 / fp64, autocast, compile, tracing, too few
     rows, :func:`untiled_mlp`)."""
-    if (getattr(_state, 'untiled', False) or x.device.type != 'cpu'
+    if (_UNTILED or x.device.type != 'cpu'
             or x.dtype not in (torch.float32, torch.float64)
             or torch.is_autocast_enabled('cpu')
             or torch.compiler.is_compiling() or torch.jit.is_tracing()):

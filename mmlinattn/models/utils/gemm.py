@@ -11,35 +11,29 @@ GEMMs (forward, input and weight gradients) on oneDNN where that applies;
 for the layers' hand-written paths. Values equal ``F.linear``'s up to fp32
 summation order (oneDNN's fp32 math is strict fp32, no reduced precision).
 """
-import threading
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import ContextManager, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mmlinattn.utils.switch import ThreadSwitch
+
 _ONEDNN = torch.backends.mkldnn.is_available()
 # a weight gradient of two narrow layers (N, K < 256) over many rows is
 # faster with MKL (0.6-0.95x on oneDNN at 25088 rows, measured)
 _MIN_WEIGHT_GRAD_WIDTH = 256
-_state = threading.local()
+_BLAS = ThreadSwitch()
 _PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
 
 
-@contextmanager
-def blas_gemm() -> Iterator[None]:
+def blas_gemm() -> ContextManager[None]:
     """Run the GEMMs of this module (this thread) through PyTorch's default
     BLAS path (MKL), e.g. to compare the two; values differ only by
     summation order. Keep backward inside the block too: activation
     checkpointing recomputes the forward then and must take the same
     path."""
-    previous = getattr(_state, 'blas', False)
-    _state.blas = True
-    try:
-        yield
-    finally:
-        _state.blas = previous
+    return _BLAS.turned_on()
 
 
 def onednn_applies(*tensors: Optional[torch.Tensor]) -> bool:
@@ -49,8 +43,7 @@ def onednn_applies(*tensors: Optional[torch.Tensor]) -> bool:
     (``FlopCounterMode``, fake tensors), tensor subclasses and functorch
     transforms see plain ``F.linear``."""
     # is_compiling() first: torch.compile sees only this branch
-    if (torch.compiler.is_compiling() or not _ONEDNN
-            or getattr(_state, 'blas', False)
+    if (torch.compiler.is_compiling() or not _ONEDNN or _BLAS
             or not torch.backends.mkldnn.enabled
             or torch.is_autocast_enabled('cpu')
             or torch._C._len_torch_dispatch_stack() > 0
