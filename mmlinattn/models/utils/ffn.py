@@ -113,43 +113,65 @@ def _gelu_fc2_backward_tile(grad: torch.Tensor, hidden: torch.Tensor,
         matmul(grad, fc2_weight), hidden, approximate=approximate)
 
 
-def _band_rows(tile: int, hw: Tuple[int, int]) -> int:
+def _band_rows(tile: int, hw: Tuple[int, int], fc1_per_band: bool) -> int:
     """Image rows per band of the banded ConvFFN (about a tile's tokens, at
     most half the map), 0 when the map is too small for bands to pay: a band
-    needs 8 rows, to keep the recomputed halo rows cheap, and
-    ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread."""
+    needs 8 rows, to keep the recomputed halo rows cheap, and when it runs
+    fc1 too (inference), ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread
+    (measured: training at 28x28 gains from bands of 14 rows, inference
+    there loses)."""
     H, W = hw
     band = min(max(tile // W, 8), H // 2)
-    enough = band * W >= 2 * torch.get_num_threads() * _MIN_ROWS_PER_THREAD
+    enough = (not fc1_per_band or band * W >=
+              2 * torch.get_num_threads() * _MIN_ROWS_PER_THREAD)
     return band if band >= 8 and enough else 0
 
 
+def _bands(height: int, band: int,
+           halo: int) -> Iterator[Tuple[int, int, int, int, int, int]]:
+    """Bands of image rows ``[y0, y1)`` with the rows ``[a0, a1)`` a
+    ``halo``-row convolution reads, and the ``top`` / ``bottom`` zero rows
+    that pad them at the image border."""
+    for y0 in range(0, height, band):
+        y1 = min(y0 + band, height)
+        a0, a1 = max(y0 - halo, 0), min(y1 + halo, height)
+        yield y0, y1, a0, a1, halo - (y0 - a0), halo - (a1 - y1)
+
+
+def _padded_band(buffer: torch.Tensor, rows: torch.Tensor, width: int,
+                 top: int, bottom: int) -> torch.Tensor:
+    """``rows`` (tokens of whole image rows) written into ``buffer`` between
+    ``top`` and ``bottom`` zero rows; returns the (1, C, rows, W)
+    channels-last view of the filled part."""
+    n = (top + bottom) * width + rows.shape[0]
+    band = buffer[:n]
+    band[:top * width].zero_()
+    band[n - bottom * width:].zero_()
+    band[top * width:n - bottom * width] = rows
+    return band.view(1, n // width, width, -1).permute(0, 3, 1, 2)
+
+
 def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
-                     band: int) -> torch.Tensor:
+                     band: int, apply_fc1: bool = True) -> torch.Tensor:
     """No-grad ConvFFN band of image rows by band: fc1 of the band and its
     halo rows (the conv's padding above and below, zeros at the border),
-    the depthwise conv, GELU and fc2 never leave the cache. Same values as
-    the whole-map expression up to float summation order."""
+    the depthwise conv, GELU and fc2 never leave the cache. With
+    ``apply_fc1=False`` ``x`` is fc1's output already. Same values as the
+    whole-map expression up to float summation order."""
     B, N, _ = x.shape
     H, W = hw
     conv = mlp.dwconv.dwconv
     halo = conv.padding[0]
-    hidden = x.new_zeros((band + 2 * halo) * W, mlp.fc1.out_features)
+    buffer = x.new_empty((band + 2 * halo) * W, mlp.fc1.out_features)
     act = x.new_empty(band * W, mlp.fc1.out_features)
     out = x.new_empty(B, N, mlp.fc2.out_features)
     for b in range(B):
-        for y0 in range(0, H, band):
-            y1 = min(y0 + band, H)
-            a0, a1 = max(y0 - halo, 0), min(y1 + halo, H)
-            top, bottom = halo - (y0 - a0), halo - (a1 - y1)
-            rows = top + (a1 - a0) + bottom
-            h = hidden[:rows * W]
-            h[:top * W].zero_()
-            h[(rows - bottom) * W:].zero_()
-            h[top * W:(rows - bottom) * W] = linear(
-                x[b, a0 * W:a1 * W], mlp.fc1.weight, mlp.fc1.bias)
+        for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
+            rows = x[b, a0 * W:a1 * W]
+            if apply_fc1:
+                rows = linear(rows, mlp.fc1.weight, mlp.fc1.bias)
             pre_act = F.conv2d(
-                h.view(1, rows, W, -1).permute(0, 3, 1, 2), conv.weight,
+                _padded_band(buffer, rows, W, top, bottom), conv.weight,
                 conv.bias, padding=(0, conv.padding[1]), groups=conv.groups)
             n = (y1 - y0) * W
             torch.ops.aten.gelu.out(nchw_as_tokens(pre_act)[0],
@@ -158,6 +180,52 @@ def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
             out[b, y0 * W:y1 * W] = linear(act[:n], mlp.fc2.weight,
                                            mlp.fc2.bias)
     return out
+
+
+def _conv_ffn_banded_backward(
+        mlp: 'Mlp', h: torch.Tensor, grad: torch.Tensor, hw: Tuple[int, int],
+        band: int, needs: Tuple[bool, bool, bool, bool]
+) -> Tuple[Optional[torch.Tensor], ...]:
+    """Gradients of :func:`_conv_ffn_banded` (``apply_fc1=False``) w.r.t.
+    fc1's output ``h``, fc2's weight and the depthwise conv's weight and
+    bias (``needs`` says which), band by band: each band recomputes its
+    depthwise conv and GELU, and only ``h``'s gradient is whole-map."""
+    B, _, C = h.shape
+    H, W = hw
+    conv = mlp.dwconv.dwconv
+    halo, pad = conv.padding[0], conv.padding[1]
+    need_h, need_fc2, need_weight, need_bias = needs
+    need_bias = need_bias and conv.bias is not None
+    grad_h = torch.zeros_like(h) if need_h else None
+    grad_fc2 = torch.zeros_like(mlp.fc2.weight) if need_fc2 else None
+    grad_weight = torch.zeros_like(conv.weight) if need_weight else None
+    grad_bias = torch.zeros_like(conv.bias) if need_bias else None
+    need_pre_act = need_h or need_weight or need_bias
+    buffer = h.new_empty((band + 2 * halo) * W, C)
+    for b in range(B):
+        for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
+            rows = _padded_band(buffer, h[b, a0 * W:a1 * W], W, top, bottom)
+            pre_act = F.conv2d(rows, conv.weight, conv.bias, padding=(0, pad),
+                               groups=conv.groups)
+            grad_pre_act = _gelu_fc2_backward_tile(
+                grad[b, y0 * W:y1 * W], nchw_as_tokens(pre_act)[0],
+                mlp.act.approximate, mlp.fc2.weight, grad_fc2, need_pre_act)
+            if not need_pre_act:
+                continue
+            grad_rows, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                tokens_as_nchw(grad_pre_act[None], (y1 - y0, W)), rows,
+                conv.weight, [C] if need_bias else None, conv.stride,
+                [0, pad], conv.dilation, False, [0, 0], conv.groups,
+                [need_h, need_weight, need_bias])
+            if need_h:
+                grad_rows = nchw_as_tokens(grad_rows)[0]
+                grad_h[b, a0 * W:a1 * W] += grad_rows[
+                    top * W:grad_rows.shape[0] - bottom * W]
+            if need_weight:
+                grad_weight += grad_w
+            if need_bias:
+                grad_bias += grad_b
+    return grad_h, grad_fc2, grad_weight, grad_bias
 
 
 class _TiledMlp(torch.autograd.Function):
@@ -215,8 +283,11 @@ class _RecomputedTail(torch.autograd.Function):
     forward) and applies ``fc2``'s gradient by hand, so an MLP keeps one
     hidden-width tensor instead of two (ConvFFN: three). With ``tile > 0``
     (CPU, GELU) activation and ``fc2`` run row tile by row tile in both
-    directions (see :func:`_gelu_fc2_tiled`). Same values; the gradients
-    equal autograd's up to float summation order.
+    directions (see :func:`_gelu_fc2_tiled`), and a ConvFFN on a large map
+    runs band by band of image rows, its depthwise conv included (see
+    :func:`_conv_ffn_banded`): no hidden-width temporary but ``h``'s
+    gradient. Same values; the gradients equal autograd's up to float
+    summation order.
     """
 
     @staticmethod
@@ -224,12 +295,15 @@ class _RecomputedTail(torch.autograd.Function):
                                                                      int]],
                 tile: int, *params: torch.Tensor) -> torch.Tensor:
         ctx.mlp, ctx.hw, ctx.tile = mlp, hw, tile
+        ctx.band = mlp.band_rows(h, hw, tile, fc1_per_band=False)
         device = h.device.type
         # devices without autocast (e.g. 'meta' in shape checks) have none
         ctx.autocast = (device, torch.is_autocast_enabled(device),
                         torch.get_autocast_dtype(device)
                         ) if torch.amp.is_autocast_available(device) else None
         ctx.save_for_backward(h)
+        if ctx.band:
+            return _conv_ffn_banded(mlp, h, hw, ctx.band, apply_fc1=False)
         if tile:
             hidden = mlp.pre_activation(h, hw)
             out = _gelu_fc2_tiled(hidden.reshape(-1, hidden.shape[-1]),
@@ -250,6 +324,13 @@ class _RecomputedTail(torch.autograd.Function):
         weight, bias = mlp.fc2.weight, mlp.fc2.bias
         g = grad.reshape(-1, grad.shape[-1])
         grad_bias = g.sum(0).to(bias.dtype) if bias is not None else None
+        if ctx.band:
+            grad_h, grad_weight, *conv_grads = _conv_ffn_banded_backward(
+                mlp, h, grad, ctx.hw, ctx.band,
+                (ctx.needs_input_grad[0], ctx.needs_input_grad[4],
+                 *ctx.needs_input_grad[6:8]))
+            return (grad_h, None, None, None, grad_weight, grad_bias,
+                    *conv_grads)
         with torch.enable_grad(), autocast:
             h = h.detach().requires_grad_(ctx.needs_input_grad[0])
             pre_act = (mlp.pre_activation(h, ctx.hw) if ctx.tile else
@@ -341,6 +422,16 @@ class Mlp(nn.Module):
                 and not nn.modules.module._global_forward_hooks
                 and not nn.modules.module._global_forward_pre_hooks)
 
+    def band_rows(self, x: torch.Tensor, hw: Optional[Tuple[int, int]],
+                  tile: int, fc1_per_band: bool) -> int:
+        """Image rows per band of the banded ConvFFN for tokens ``x`` at
+        ``tile`` rows per tile, 0 for the whole-map path (no tiles, no
+        depthwise conv, no or a mismatching grid, a small map)."""
+        if (not tile or self.dwconv is None or hw is None or x.dim() != 3
+                or hw[0] * hw[1] != x.shape[1]):
+            return 0
+        return _band_rows(tile, hw, fc1_per_band)
+
     def _tiled_inference(self, x: torch.Tensor,
                          hw: Optional[Tuple[int, int]],
                          tile: int) -> torch.Tensor:
@@ -353,8 +444,7 @@ class Mlp(nn.Module):
                 self.act.approximate, *fc2, tile,
                 fc1=(x2, self.fc1.weight, self.fc1.bias))
             return out.view(*x.shape[:-1], -1)
-        band = (_band_rows(tile, hw) if hw is not None and x.dim() == 3
-                and hw[0] * hw[1] == x.shape[1] else 0)
+        band = self.band_rows(x, hw, tile, fc1_per_band=True)
         if band:
             return _conv_ffn_banded(self, x, hw, band)
         hidden = self.pre_activation(self.fc1(x), hw)
