@@ -1,16 +1,20 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """The speed / memory pieces of the shared layers: channels-last token
 views, the MLP that recomputes its tail in backward and runs on cache-sized
-tiles on CPU, and attention calls that reach SDPA's fused CPU kernel."""
+tiles on CPU, block branches that recompute the LayerNorm outputs, and
+attention calls that reach SDPA's fused CPU kernel."""
 from contextlib import nullcontext
 
 import pytest
 import torch
 import torch.nn as nn
+from torch.multiprocessing.reductions import StorageWeakRef
 
 from mmlinattn.models.attention import CSWinAttention, WindowAttention
-from mmlinattn.models.utils import (Mlp, ffn, nchw_as_tokens, tokens_as_nchw,
-                                    tokens_to_nchw, untiled_mlp)
+from mmlinattn.models.utils import (Mlp, TransformerBlock, ffn, nchw_as_tokens,
+                                    tokens_as_nchw, tokens_to_nchw,
+                                    untiled_mlp)
+from mmlinattn.models.utils.misc import branch_of_recomputed_norm
 
 
 def test_token_views_cost_no_copy_and_match_the_contiguous_map():
@@ -311,3 +315,57 @@ def test_recomputed_mlp_tail_on_a_device_without_autocast():
     assert mlp.fc2.weight.grad.shape == (8, 32)
     assert mlp.dwconv.dwconv.weight.grad.shape == (32, 1, 3, 3)
 
+
+def _block_step(block, x, hw, outputs):
+    x = x.clone().requires_grad_()
+    for p in block.parameters():
+        p.grad = None
+    y = block(x, hw)
+    kept = [not o.expired() for o in outputs]
+    outputs.clear()
+    (y.sin()).sum().backward()
+    grads = {n: p.grad for n, p in block.named_parameters()}
+    return y.detach(), x.grad, grads, kept
+
+
+@pytest.mark.parametrize('attn', ['hilo', 'window'])
+def test_block_branches_do_not_keep_the_norm_outputs(attn):
+    torch.manual_seed(0)
+    cfg = (dict(type='HiLoAttention', alpha=0.5, window_size=2)
+           if attn == 'hilo' else dict(type='WindowAttention', window_size=4))
+    block = TransformerBlock(16, 2, cfg, conv_ffn=attn == 'hilo',
+                             host_facts=dict(window_size=4, shift=False)
+                             if attn == 'window' else None).double()
+    x, hw = torch.randn(2, 8 * 8, 16, dtype=torch.double), (8, 8)
+    outputs = []
+    for norm in (block.norm1, block.norm2):
+        norm.register_forward_hook(
+            lambda m, i, o: outputs.append(StorageWeakRef(
+                o.untyped_storage())))
+    *ours, kept = _block_step(block, x, hw, outputs)
+    assert kept == [False, False]
+    # inside other saved-tensor hooks (checkpointing, offloading) the plain
+    # expression runs: the branches keep the outputs, same results
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        *plain, kept = _block_step(block, x, hw, outputs)
+    # (window attention partitions a copy of its input)
+    assert kept == [attn == 'hilo', True]
+    assert torch.equal(ours[0], plain[0]) and torch.equal(ours[1], plain[1])
+    for name, grad in plain[2].items():
+        assert torch.equal(ours[2][name], grad), name
+
+
+def test_recomputed_norm_gives_second_order_gradients():
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(6).double()
+    x = torch.randn(3, 5, 6, dtype=torch.double, requires_grad=True)
+    results = []
+    for hooks in (False, True):
+        context = (torch.autograd.graph.saved_tensors_hooks(
+            lambda t: t, lambda t: t) if hooks else nullcontext())
+        with context:
+            y = branch_of_recomputed_norm(lambda t: t.pow(3), norm, x)
+        g, = torch.autograd.grad(y.sum(), x, create_graph=True)
+        gg, = torch.autograd.grad(g.square().sum(), x)
+        results.append((g.detach(), gg))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)

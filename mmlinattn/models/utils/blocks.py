@@ -8,7 +8,8 @@ import torch.nn as nn
 
 from .attention_builder import build_attention
 from .ffn import Mlp
-from .misc import build_drop_path, checkpoint_call
+from .misc import (branch_of_recomputed_norm, build_drop_path,
+                   checkpoint_call)
 
 Grid = Tuple[int, int]
 
@@ -67,9 +68,12 @@ class TransformerBlock(nn.Module):
             use_dwconv=conv_ffn)
 
     def _forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
+        # the branches do not keep the LayerNorm outputs for backward
         if self.attn is not None:
-            x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        return x + self.drop_path(self.mlp(self.norm2(x), hw))
+            x = x + self.drop_path(
+                branch_of_recomputed_norm(self.attn, self.norm1, x, hw))
+        return x + self.drop_path(
+            branch_of_recomputed_norm(self.mlp, self.norm2, x, hw))
 
     def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:
         """(B, H*W, C) tokens on grid ``hw`` -> (B, H*W, C)."""
