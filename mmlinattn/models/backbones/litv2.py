@@ -132,13 +132,12 @@ def deform_conv2d_gather(
     y0, x0 = torch.floor(y), torch.floor(x_pos)
     ly, lx = y - y0, x_pos - x0  # (B, Ho, Wo, K)
     Hp, Wp = H + 4, W + 4
-    rows = F.pad(x.permute(0, 2, 3, 1), (0, 0, 2, 2, 2, 2)).reshape(-1, C)
     first = ((torch.arange(B, device=x.device) * (Hp * Wp)).view(B, 1, 1, 1) +
              (y0.clamp(-2, H).long() + 2) * Wp + x0.clamp(-2, W).long() +
              2).reshape(-1)
     out = _GatheredDeformConv.apply(
-        rows, first, ly.reshape(-1), lx.reshape(-1),
-        weight.permute(0, 2, 3, 1).reshape(C_out, K * C), bias, Wp)
+        x.permute(0, 2, 3, 1), first, ly.reshape(-1), lx.reshape(-1),
+        weight.permute(0, 2, 3, 1).reshape(C_out, K * C), bias)
     return out.view(B, Ho, Wo, C_out).permute(0, 3, 1, 2)
 
 
@@ -162,40 +161,48 @@ def _sample_rows(rows: torch.Tensor, first: torch.Tensor, ly: torch.Tensor,
     return sampled
 
 
+def _padded_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) map zero-padded by two pixels, as (B * Hp * Wp, C)
+    rows."""
+    return F.pad(x, (0, 0, 2, 2, 2, 2)).reshape(-1, x.shape[-1])
+
+
 class _GatheredDeformConv(torch.autograd.Function):
     """Bilinear samples of the padded channels-last map (rows), then the
-    conv as one matmul. Keeps only the map, the corner indices and the
-    fractions for backward (the sampled columns, input-sized for DTM, are
-    gathered again): about the input's size, like torchvision's op."""
+    conv as one matmul. Keeps only the (B, H, W, C) map (which the offset
+    conv keeps anyway), the corner indices and the fractions for backward
+    (the padded rows and the sampled columns, input-sized for DTM, are
+    built again)."""
 
     @staticmethod
-    def forward(ctx, rows: torch.Tensor, first: torch.Tensor,
-                ly: torch.Tensor, lx: torch.Tensor, kernel: torch.Tensor,
-                bias: Optional[torch.Tensor], row_stride: int) -> torch.Tensor:
-        cols = _sample_rows(rows, first, ly, lx,
+    def forward(ctx, x: torch.Tensor, first: torch.Tensor, ly: torch.Tensor,
+                lx: torch.Tensor, kernel: torch.Tensor,
+                bias: Optional[torch.Tensor]) -> torch.Tensor:
+        row_stride = x.shape[2] + 4
+        cols = _sample_rows(_padded_rows(x), first, ly, lx,
                             row_stride).view(-1, kernel.shape[1])
-        ctx.row_stride = row_stride
-        ctx.save_for_backward(rows, first, ly, lx, kernel)
+        ctx.save_for_backward(x, first, ly, lx, kernel)
         return linear(cols, kernel, bias)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        rows, first, ly, lx, kernel = ctx.saved_tensors
-        need_rows, _, need_ly, need_lx, need_kernel, need_bias = (
+        x, first, ly, lx, kernel = ctx.saved_tensors
+        need_x, _, need_ly, need_lx, need_kernel, need_bias = (
             ctx.needs_input_grad[:6])
+        rows, row_stride = _padded_rows(x), x.shape[2] + 4
         grad_kernel = (weight_grad(
             grad,
             _sample_rows(rows, first, ly, lx,
-                         ctx.row_stride).view(-1, kernel.shape[1]))
+                         row_stride).view(-1, kernel.shape[1]))
                        if need_kernel else None)
         grad_sampled = matmul(grad, kernel).view(first.shape[0],
                                                  rows.shape[1])
-        grad_rows = torch.zeros_like(rows) if need_rows else None
+        grad_rows = torch.zeros_like(rows) if need_x else None
         grad_ly = torch.zeros_like(ly) if need_ly or need_lx else None
         grad_lx = torch.zeros_like(lx) if need_ly or need_lx else None
         for shift, weight, d_ly, d_lx in _bilinear_corners(
-                first, ly, lx, ctx.row_stride):
+                first, ly, lx, row_stride):
             index = first + shift
             if grad_rows is not None:
                 grad_rows.index_add_(0, index,
@@ -204,9 +211,11 @@ class _GatheredDeformConv(torch.autograd.Function):
                 along = (rows.index_select(0, index) * grad_sampled).sum(1)
                 grad_ly += d_ly * along
                 grad_lx += d_lx * along
-        return (grad_rows, None, grad_ly if need_ly else None,
+        grad_x = (grad_rows.view(x.shape[0], x.shape[1] + 4, row_stride,
+                                 -1)[:, 2:-2, 2:-2] if need_x else None)
+        return (grad_x, None, grad_ly if need_ly else None,
                 grad_lx if need_lx else None, grad_kernel,
-                grad.sum(0) if need_bias else None, None)
+                grad.sum(0) if need_bias else None)
 
 
 class DeformableConv2d(nn.Module):
