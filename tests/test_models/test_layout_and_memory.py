@@ -193,38 +193,42 @@ def test_banded_conv_ffn_inference_gives_the_whole_map_values(
     assert bands == [8]
     torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
     # a map too small for bands takes the whole-map path
-    assert ffn._band_rows(64, (8, 8), fc1_per_band=True) == 0
+    assert ffn._band_rows(64, (8, 8), training=False) == 0
     with pytest.raises(ValueError, match='do not form'):
         with torch.no_grad():
             mlp(x, (hw[0] + 1, hw[1]))
 
 
 @pytest.mark.parametrize('hw', [(21, 17), (16, 16)])
-@pytest.mark.parametrize('frozen', ['', 'mlp.dwconv.dwconv', 'mlp.fc2'])
-def test_banded_conv_ffn_training_gives_the_whole_map_gradients(
-        hw, frozen, small_tiles, monkeypatch):
+@pytest.mark.parametrize('frozen', ['', 'dwconv', 'fc1', 'fc2'])
+def test_banded_conv_ffn_training_keeps_its_input_only(hw, frozen,
+                                                        small_tiles,
+                                                        monkeypatch):
     torch.manual_seed(0)
     mlp = Mlp(12, 48, use_dwconv=True).double()
     for name, p in mlp.named_parameters():
-        p.requires_grad_(not frozen or not ('mlp.' + name).startswith(frozen))
+        p.requires_grad_(not frozen or not name.startswith(frozen))
     x = torch.randn(2, hw[0] * hw[1], 12, dtype=torch.double)
-    calls = []
-    for name in ('_conv_ffn_banded', '_conv_ffn_banded_backward'):
-        monkeypatch.setattr(ffn, name, lambda *args, fn=getattr(ffn, name),
-                            name=name, **kw: calls.append(name) or fn(
-                                *args, **kw))
-    plain, banded = _tiled_and_plain(mlp, x, hw)
-    # training forward and backward, then inference, all banded
-    assert calls == ['_conv_ffn_banded', '_conv_ffn_banded_backward',
-                     '_conv_ffn_banded']
-    assert banded[4] == '_RecomputedTailBackward'
-    for a, b in zip(plain[:3], banded[:3]):
+    bands = []
+    banded = ffn._conv_ffn_banded
+    monkeypatch.setattr(
+        ffn, '_conv_ffn_banded',
+        lambda *args: bands.append(args[-1]) or banded(*args))
+    plain, tiled = _tiled_and_plain(mlp, x, hw)
+    assert bands == [8, 8]  # training forward, then inference
+    assert tiled[4] == '_BandedConvFFNBackward'
+    for a, b in zip(plain[:3], tiled[:3]):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    assert banded[3].keys() == plain[3].keys()
+    assert tiled[3].keys() == plain[3].keys()
     assert len(plain[3]) == 6 - 2 * bool(frozen)
     for name in plain[3]:
-        torch.testing.assert_close(banded[3][name], plain[3][name],
+        torch.testing.assert_close(tiled[3][name], plain[3][name],
                                    rtol=1e-12, atol=1e-12)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t) or t, lambda t: t):
+        mlp(x.requires_grad_(), hw)
+    assert len(saved) == 1 and saved[0] is x
 
 
 def test_cache_tiling_keeps_module_hooks_and_skips_graphs_nobody_needs(
@@ -258,13 +262,13 @@ def test_cache_tiling_applies_only_where_it_pays(monkeypatch):
     assert ffn._tile_rows(x.half(), 512) == 0
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert ffn._tile_rows(x, 512) == 0
-    # a ConvFFN at 28x28 (batch 8) trains in bands of 14 rows (fc2 per
-    # band), but infers whole-map (fc1 per band would be too small)
+    # a ConvFFN at 28x28 (batch 8) trains in bands of 14 rows, but infers
+    # whole-map (the GEMMs of a band would be too small)
     conv_ffn, x28 = Mlp(192, 768, use_dwconv=True), torch.randn(8, 784, 192)
     tile = ffn._tile_rows(x28, 768)
-    assert conv_ffn.band_rows(x28, (28, 28), tile, fc1_per_band=False) == 14
-    assert conv_ffn.band_rows(x28, (28, 28), tile, fc1_per_band=True) == 0
-    assert conv_ffn.band_rows(x28, (14, 56), 0, fc1_per_band=False) == 0
+    assert conv_ffn.band_rows(x28, (28, 28), tile, training=True) == 14
+    assert conv_ffn.band_rows(x28, (28, 28), tile, training=False) == 0
+    assert conv_ffn.band_rows(x28, (14, 56), 0, training=True) == 0
     # only GELU MLPs tile; another activation takes the plain path
     mlp = Mlp(64, 512, act_layer=nn.ReLU).train()
     y = mlp(x.requires_grad_())

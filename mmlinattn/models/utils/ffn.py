@@ -113,16 +113,15 @@ def _gelu_fc2_backward_tile(grad: torch.Tensor, hidden: torch.Tensor,
         matmul(grad, fc2_weight), hidden, approximate=approximate)
 
 
-def _band_rows(tile: int, hw: Tuple[int, int], fc1_per_band: bool) -> int:
+def _band_rows(tile: int, hw: Tuple[int, int], training: bool) -> int:
     """Image rows per band of the banded ConvFFN (about a tile's tokens, at
     most half the map), 0 when the map is too small for bands to pay: a band
-    needs 8 rows, to keep the recomputed halo rows cheap, and when it runs
-    fc1 too (inference), ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread
-    (measured: training at 28x28 gains from bands of 14 rows, inference
-    there loses)."""
+    needs 8 rows, to keep the recomputed halo rows cheap, and at inference
+    ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread (measured at 28x28 with
+    bands of 14 rows: training 1.15-1.5x faster, inference 0.7x)."""
     H, W = hw
     band = min(max(tile // W, 8), H // 2)
-    enough = (not fc1_per_band or band * W >=
+    enough = (training or band * W >=
               2 * torch.get_num_threads() * _MIN_ROWS_PER_THREAD)
     return band if band >= 8 and enough else 0
 
@@ -152,12 +151,11 @@ def _padded_band(buffer: torch.Tensor, rows: torch.Tensor, width: int,
 
 
 def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
-                     band: int, apply_fc1: bool = True) -> torch.Tensor:
-    """No-grad ConvFFN band of image rows by band: fc1 of the band and its
-    halo rows (the conv's padding above and below, zeros at the border),
-    the depthwise conv, GELU and fc2 never leave the cache. With
-    ``apply_fc1=False`` ``x`` is fc1's output already. Same values as the
-    whole-map expression up to float summation order."""
+                     band: int) -> torch.Tensor:
+    """ConvFFN band of image rows by band, without autograd: fc1 of the band
+    and its halo rows (the conv's padding above and below, zeros at the
+    border), the depthwise conv, GELU and fc2 never leave the cache. Same
+    values as the whole-map expression up to float summation order."""
     B, N, _ = x.shape
     H, W = hw
     conv = mlp.dwconv.dwconv
@@ -167,9 +165,7 @@ def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
     out = x.new_empty(B, N, mlp.fc2.out_features)
     for b in range(B):
         for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
-            rows = x[b, a0 * W:a1 * W]
-            if apply_fc1:
-                rows = linear(rows, mlp.fc1.weight, mlp.fc1.bias)
+            rows = linear(x[b, a0 * W:a1 * W], mlp.fc1.weight, mlp.fc1.bias)
             pre_act = F.conv2d(
                 _padded_band(buffer, rows, W, top, bottom), conv.weight,
                 conv.bias, padding=(0, conv.padding[1]), groups=conv.groups)
@@ -182,50 +178,81 @@ def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
     return out
 
 
-def _conv_ffn_banded_backward(
-        mlp: 'Mlp', h: torch.Tensor, grad: torch.Tensor, hw: Tuple[int, int],
-        band: int, needs: Tuple[bool, bool, bool, bool]
-) -> Tuple[Optional[torch.Tensor], ...]:
-    """Gradients of :func:`_conv_ffn_banded` (``apply_fc1=False``) w.r.t.
-    fc1's output ``h``, fc2's weight and the depthwise conv's weight and
-    bias (``needs`` says which), band by band: each band recomputes its
-    depthwise conv and GELU, and only ``h``'s gradient is whole-map."""
-    B, _, C = h.shape
-    H, W = hw
-    conv = mlp.dwconv.dwconv
-    halo, pad = conv.padding[0], conv.padding[1]
-    need_h, need_fc2, need_weight, need_bias = needs
-    need_bias = need_bias and conv.bias is not None
-    grad_h = torch.zeros_like(h) if need_h else None
-    grad_fc2 = torch.zeros_like(mlp.fc2.weight) if need_fc2 else None
-    grad_weight = torch.zeros_like(conv.weight) if need_weight else None
-    grad_bias = torch.zeros_like(conv.bias) if need_bias else None
-    need_pre_act = need_h or need_weight or need_bias
-    buffer = h.new_empty((band + 2 * halo) * W, C)
-    for b in range(B):
-        for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
-            rows = _padded_band(buffer, h[b, a0 * W:a1 * W], W, top, bottom)
-            pre_act = F.conv2d(rows, conv.weight, conv.bias, padding=(0, pad),
-                               groups=conv.groups)
-            grad_pre_act = _gelu_fc2_backward_tile(
-                grad[b, y0 * W:y1 * W], nchw_as_tokens(pre_act)[0],
-                mlp.act.approximate, mlp.fc2.weight, grad_fc2, need_pre_act)
-            if not need_pre_act:
-                continue
-            grad_rows, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                tokens_as_nchw(grad_pre_act[None], (y1 - y0, W)), rows,
-                conv.weight, [C] if need_bias else None, conv.stride,
-                [0, pad], conv.dilation, False, [0, 0], conv.groups,
-                [need_h, need_weight, need_bias])
+class _BandedConvFFN(torch.autograd.Function):
+    """A ConvFFN on a large map (CPU) that keeps only its input ``x`` for
+    backward: forward (:func:`_conv_ffn_banded`) and backward run band by
+    band of image rows, backward recomputing each band's fc1, depthwise conv
+    and GELU. Plain autograd keeps three hidden-width tensors (4x the input
+    each, for LITv2 / PVTv2); the recomputed fc1 costs about what reading
+    them back did (LITv2-S 3% slower, PVTv2-B0 4% faster). Same values;
+    the gradients equal autograd's up to float summation order."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mlp: 'Mlp', hw: Tuple[int, int],
+                band: int, *params: torch.Tensor) -> torch.Tensor:
+        ctx.mlp, ctx.hw, ctx.band = mlp, hw, band
+        ctx.save_for_backward(x)
+        return _conv_ffn_banded(mlp, x, hw, band)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, = ctx.saved_tensors
+        mlp, band = ctx.mlp, ctx.band
+        fc1, fc2, conv = mlp.fc1, mlp.fc2, mlp.dwconv.dwconv
+        need_x = ctx.needs_input_grad[0]
+        need_w1, need_b1, need_w2, need_b2, need_cw, need_cb = (
+            ctx.needs_input_grad[4:10])
+        need_h = need_x or need_w1 or need_b1
+        need_pre_act = need_h or need_cw or need_cb
+        grads = [torch.zeros_like(p) if need else None for p, need in (
+            (fc1.weight, need_w1), (fc1.bias, need_b1), (fc2.weight, need_w2),
+            (conv.weight, need_cw), (conv.bias, need_cb))]
+        grad_w1, grad_b1, grad_w2, grad_cw, grad_cb = grads
+        grad_x = torch.empty_like(x) if need_x else None
+        B, N, _ = x.shape
+        H, W = ctx.hw
+        C = fc1.out_features
+        halo, pad = conv.padding[0], conv.padding[1]
+        buffer = x.new_empty((band + 2 * halo) * W, C)
+        grad_h = x.new_empty(N, C) if need_h else None  # one image's
+        for b in range(B):
             if need_h:
-                grad_rows = nchw_as_tokens(grad_rows)[0]
-                grad_h[b, a0 * W:a1 * W] += grad_rows[
-                    top * W:grad_rows.shape[0] - bottom * W]
-            if need_weight:
-                grad_weight += grad_w
-            if need_bias:
-                grad_bias += grad_b
-    return grad_h, grad_fc2, grad_weight, grad_bias
+                grad_h.zero_()
+            for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
+                rows = _padded_band(
+                    buffer, linear(x[b, a0 * W:a1 * W], fc1.weight,
+                                   fc1.bias), W, top, bottom)
+                pre_act = F.conv2d(rows, conv.weight, conv.bias,
+                                   padding=(0, pad), groups=conv.groups)
+                grad_pre_act = _gelu_fc2_backward_tile(
+                    grad[b, y0 * W:y1 * W], nchw_as_tokens(pre_act)[0],
+                    mlp.act.approximate, fc2.weight, grad_w2, need_pre_act)
+                if not need_pre_act:
+                    continue
+                grad_rows, grad_weight, grad_bias = (
+                    torch.ops.aten.convolution_backward(
+                        tokens_as_nchw(grad_pre_act[None], (y1 - y0, W)),
+                        rows, conv.weight, [C] if need_cb else None,
+                        conv.stride, [0, pad], conv.dilation, False, [0, 0],
+                        conv.groups, [need_h, need_cw, need_cb]))
+                if need_h:
+                    grad_rows = nchw_as_tokens(grad_rows)[0]
+                    grad_h[a0 * W:a1 * W] += grad_rows[
+                        top * W:grad_rows.shape[0] - bottom * W]
+                if need_cw:
+                    grad_cw += grad_weight
+                if need_cb:
+                    grad_cb += grad_bias
+            if need_x:
+                grad_x[b] = matmul(grad_h, fc1.weight)
+            if need_w1:
+                grad_w1 += weight_grad(grad_h, x[b])
+            if need_b1:
+                grad_b1 += grad_h.sum(0)
+        g = grad.reshape(-1, grad.shape[-1])
+        return (grad_x, None, None, None, grad_w1, grad_b1, grad_w2,
+                g.sum(0) if need_b2 else None, grad_cw, grad_cb)
 
 
 class _TiledMlp(torch.autograd.Function):
@@ -283,11 +310,8 @@ class _RecomputedTail(torch.autograd.Function):
     forward) and applies ``fc2``'s gradient by hand, so an MLP keeps one
     hidden-width tensor instead of two (ConvFFN: three). With ``tile > 0``
     (CPU, GELU) activation and ``fc2`` run row tile by row tile in both
-    directions (see :func:`_gelu_fc2_tiled`), and a ConvFFN on a large map
-    runs band by band of image rows, its depthwise conv included (see
-    :func:`_conv_ffn_banded`): no hidden-width temporary but ``h``'s
-    gradient. Same values; the gradients equal autograd's up to float
-    summation order.
+    directions (see :func:`_gelu_fc2_tiled`). Same values; the gradients
+    equal autograd's up to float summation order.
     """
 
     @staticmethod
@@ -295,15 +319,12 @@ class _RecomputedTail(torch.autograd.Function):
                                                                      int]],
                 tile: int, *params: torch.Tensor) -> torch.Tensor:
         ctx.mlp, ctx.hw, ctx.tile = mlp, hw, tile
-        ctx.band = mlp.band_rows(h, hw, tile, fc1_per_band=False)
         device = h.device.type
         # devices without autocast (e.g. 'meta' in shape checks) have none
         ctx.autocast = (device, torch.is_autocast_enabled(device),
                         torch.get_autocast_dtype(device)
                         ) if torch.amp.is_autocast_available(device) else None
         ctx.save_for_backward(h)
-        if ctx.band:
-            return _conv_ffn_banded(mlp, h, hw, ctx.band, apply_fc1=False)
         if tile:
             hidden = mlp.pre_activation(h, hw)
             out = _gelu_fc2_tiled(hidden.reshape(-1, hidden.shape[-1]),
@@ -324,13 +345,6 @@ class _RecomputedTail(torch.autograd.Function):
         weight, bias = mlp.fc2.weight, mlp.fc2.bias
         g = grad.reshape(-1, grad.shape[-1])
         grad_bias = g.sum(0).to(bias.dtype) if bias is not None else None
-        if ctx.band:
-            grad_h, grad_weight, *conv_grads = _conv_ffn_banded_backward(
-                mlp, h, grad, ctx.hw, ctx.band,
-                (ctx.needs_input_grad[0], ctx.needs_input_grad[4],
-                 *ctx.needs_input_grad[6:8]))
-            return (grad_h, None, None, None, grad_weight, grad_bias,
-                    *conv_grads)
         with torch.enable_grad(), autocast:
             h = h.detach().requires_grad_(ctx.needs_input_grad[0])
             pre_act = (mlp.pre_activation(h, ctx.hw) if ctx.tile else
@@ -371,10 +385,10 @@ class Mlp(nn.Module):
     On CPU (fp32 / fp64, eager, GELU) large inputs run on cache-sized row
     tiles, so the hidden-width activations do not stream through memory
     between the ops: the plain MLP tile by tile in forward and backward
-    (:class:`_TiledMlp`), the ConvFFN in bands of image rows at inference
-    (:func:`_conv_ffn_banded`) and its GELU + ``fc2`` tail in tiles when
-    training. Values equal the plain expression up to float summation
-    order.
+    (:class:`_TiledMlp`), the ConvFFN on large maps in bands of image rows
+    (:func:`_conv_ffn_banded`; training keeps only its input,
+    :class:`_BandedConvFFN`), and otherwise its GELU + ``fc2`` tail in
+    tiles. Values equal the plain expression up to float summation order.
     """
 
     def __init__(self,
@@ -423,14 +437,14 @@ class Mlp(nn.Module):
                 and not nn.modules.module._global_forward_pre_hooks)
 
     def band_rows(self, x: torch.Tensor, hw: Optional[Tuple[int, int]],
-                  tile: int, fc1_per_band: bool) -> int:
+                  tile: int, training: bool) -> int:
         """Image rows per band of the banded ConvFFN for tokens ``x`` at
         ``tile`` rows per tile, 0 for the whole-map path (no tiles, no
         depthwise conv, no or a mismatching grid, a small map)."""
         if (not tile or self.dwconv is None or hw is None or x.dim() != 3
                 or hw[0] * hw[1] != x.shape[1]):
             return 0
-        return _band_rows(tile, hw, fc1_per_band)
+        return _band_rows(tile, hw, training)
 
     def _tiled_inference(self, x: torch.Tensor,
                          hw: Optional[Tuple[int, int]],
@@ -444,7 +458,7 @@ class Mlp(nn.Module):
                 self.act.approximate, *fc2, tile,
                 fc1=(x2, self.fc1.weight, self.fc1.bias))
             return out.view(*x.shape[:-1], -1)
-        band = self.band_rows(x, hw, tile, fc1_per_band=True)
+        band = self.band_rows(x, hw, tile, training=False)
         if band:
             return _conv_ffn_banded(self, x, hw, band)
         hidden = self.pre_activation(self.fc1(x), hw)
@@ -470,6 +484,12 @@ class Mlp(nn.Module):
             return _TiledMlp.apply(x, self.fc1.weight, self.fc1.bias,
                                    self.fc2.weight, self.fc2.bias,
                                    self.act.approximate, tile)
+        band = self.band_rows(x, hw, tile, training=True)
+        if band:
+            return _BandedConvFFN.apply(
+                x, self, hw, band, self.fc1.weight, self.fc1.bias,
+                self.fc2.weight, self.fc2.bias, self.dwconv.dwconv.weight,
+                self.dwconv.dwconv.bias)
         x = self.fc1(x)
         if not x.requires_grad:
             return self.fc2(self.activate(x, hw))
