@@ -98,9 +98,10 @@ def test_mlp_with_dropout_inside_takes_the_plain_path_in_training():
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Row tiles of 64 rows (hidden 48, fp64, one thread) so that small
-    inputs take the cache-tiled CPU path."""
+    inputs take the cache-tiled and banded CPU paths."""
     monkeypatch.setattr(ffn, '_TILE_BYTES_PER_THREAD', 64 * 48 * 8)
     monkeypatch.setattr(ffn, '_MIN_ROWS_PER_THREAD', 64)
+    monkeypatch.setattr(ffn, '_BAND_TRAINING_BYTES_PER_THREAD', 64 * 48 * 8)
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
 
 
@@ -262,13 +263,14 @@ def test_cache_tiling_applies_only_where_it_pays(monkeypatch):
     assert ffn._tile_rows(x.half(), 512) == 0
     with torch.autocast('cpu', dtype=torch.bfloat16):
         assert ffn._tile_rows(x, 512) == 0
-    # a ConvFFN at 28x28 (batch 8) trains in bands of 14 rows, but infers
-    # whole-map (the GEMMs of a band would be too small)
+    # a ConvFFN at 28x28 (batch 8, 19 MiB hidden) trains in bands of 14
+    # rows, but infers whole-map (the GEMMs of a band would be too small);
+    # at batch 2 (4.6 MiB) it trains whole-map too
     conv_ffn, x28 = Mlp(192, 768, use_dwconv=True), torch.randn(8, 784, 192)
-    tile = ffn._tile_rows(x28, 768)
-    assert conv_ffn.band_rows(x28, (28, 28), tile, training=True) == 14
-    assert conv_ffn.band_rows(x28, (28, 28), tile, training=False) == 0
-    assert conv_ffn.band_rows(x28, (14, 56), 0, training=True) == 0
+    assert conv_ffn.band_rows(x28, (28, 28), training=True) == 14
+    assert conv_ffn.band_rows(x28, (28, 28), training=False) == 0
+    assert conv_ffn.band_rows(x28[:2], (28, 28), training=True) == 0
+    assert conv_ffn.band_rows(x28, (14, 56), training=True) == 0
     # only GELU MLPs tile; another activation takes the plain path
     mlp = Mlp(64, 512, act_layer=nn.ReLU).train()
     y = mlp(x.requires_grad_())

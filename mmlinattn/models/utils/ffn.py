@@ -38,6 +38,12 @@ _TILE_BYTES_PER_THREAD = 1 << 20
 _MIN_ROWS_PER_THREAD = 256
 # ... and tiles only when there are at least this many tiles.
 _MIN_TILES = 4
+# Training runs a ConvFFN in bands once its hidden tensor is larger than
+# this per thread: below, the band loop's many small ops cost more than the
+# memory traffic they save (measured on whole models, paired with the
+# official ones: LITv2-S and PVTv2-B0 at batch 4 train fastest with bands
+# at 56x56 only, ~6.4-9.6 MiB per thread, not at 28x28, 3.2-4.8 MiB).
+_BAND_TRAINING_BYTES_PER_THREAD = 6 << 20
 _UNTILED = ThreadSwitch()
 
 
@@ -49,10 +55,10 @@ def untiled_mlp() -> ContextManager[None]:
     return _UNTILED.turned_on()
 
 
-def _tile_rows(x: torch.Tensor, hidden: int) -> int:
+def _tile_rows(x: torch.Tensor, hidden: int, min_tiles: int = _MIN_TILES) -> int:
     """Rows per tile of the cache-tiled CPU MLP for tokens ``x``, 0 when it
-    does not apply (not CPU fp32 / fp64, autocast, compile, tracing, too few
-    rows, :func:`untiled_mlp`)."""
+    does not apply (not CPU fp32 / fp64, autocast, compile, tracing, fewer
+    rows than ``min_tiles`` tiles, :func:`untiled_mlp`)."""
     if (_UNTILED or x.device.type != 'cpu'
             or x.dtype not in (torch.float32, torch.float64)
             or torch.is_autocast_enabled('cpu')
@@ -62,7 +68,7 @@ def _tile_rows(x: torch.Tensor, hidden: int) -> int:
     rows = max(threads * _TILE_BYTES_PER_THREAD //
                (hidden * x.element_size()) // 64 * 64,
                threads * _MIN_ROWS_PER_THREAD)
-    return rows if x.numel() // x.shape[-1] >= _MIN_TILES * rows else 0
+    return rows if x.numel() // x.shape[-1] >= min_tiles * rows else 0
 
 
 def _tiles(rows: int, tile: int) -> Iterator[slice]:
@@ -117,8 +123,8 @@ def _band_rows(tile: int, hw: Tuple[int, int], training: bool) -> int:
     """Image rows per band of the banded ConvFFN (about a tile's tokens, at
     most half the map), 0 when the map is too small for bands to pay: a band
     needs 8 rows, to keep the recomputed halo rows cheap, and at inference
-    ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread (measured at 28x28 with
-    bands of 14 rows: training 1.15-1.5x faster, inference 0.7x)."""
+    ``2 * _MIN_ROWS_PER_THREAD`` tokens per thread (measured at 28x28, bands
+    of 14 rows: 0.7x the speed of the whole map)."""
     H, W = hw
     band = min(max(tile // W, 8), H // 2)
     enough = (training or band * W >=
@@ -182,10 +188,10 @@ class _BandedConvFFN(torch.autograd.Function):
     """A ConvFFN on a large map (CPU) that keeps only its input ``x`` for
     backward: forward (:func:`_conv_ffn_banded`) and backward run band by
     band of image rows, backward recomputing each band's fc1, depthwise conv
-    and GELU. Plain autograd keeps three hidden-width tensors (4x the input
-    each, for LITv2 / PVTv2); the recomputed fc1 costs about what reading
-    them back did (LITv2-S 3% slower, PVTv2-B0 4% faster). Same values;
-    the gradients equal autograd's up to float summation order."""
+    and GELU: the band stays in the cache, so the recomputed fc1 costs
+    little. Plain autograd keeps three hidden-width tensors (4-8x the input
+    each, for LITv2 / PVTv2). Same values; the gradients equal autograd's
+    up to float summation order."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, mlp: 'Mlp', hw: Tuple[int, int],
@@ -437,14 +443,22 @@ class Mlp(nn.Module):
                 and not nn.modules.module._global_forward_pre_hooks)
 
     def band_rows(self, x: torch.Tensor, hw: Optional[Tuple[int, int]],
-                  tile: int, training: bool) -> int:
-        """Image rows per band of the banded ConvFFN for tokens ``x`` at
-        ``tile`` rows per tile, 0 for the whole-map path (no tiles, no
-        depthwise conv, no or a mismatching grid, a small map)."""
-        if (not tile or self.dwconv is None or hw is None or x.dim() != 3
-                or hw[0] * hw[1] != x.shape[1]):
+                  training: bool) -> int:
+        """Image rows per band of the banded ConvFFN for tokens ``x``, 0 for
+        the whole-map path (no depthwise conv, no or a mismatching grid, no
+        cache tiling, too little data)."""
+        if (not self._tileable() or self.dwconv is None or hw is None
+                or x.dim() != 3 or hw[0] * hw[1] != x.shape[1]):
             return 0
-        return _band_rows(tile, hw, training)
+        hidden = self.fc1.out_features
+        if training:
+            tile = _tile_rows(x, hidden, min_tiles=0)
+            if (x.numel() // x.shape[-1] * hidden * x.element_size() <
+                    torch.get_num_threads() * _BAND_TRAINING_BYTES_PER_THREAD):
+                return 0
+        else:
+            tile = _tile_rows(x, hidden)
+        return _band_rows(tile, hw, training) if tile else 0
 
     def _tiled_inference(self, x: torch.Tensor,
                          hw: Optional[Tuple[int, int]],
@@ -458,7 +472,7 @@ class Mlp(nn.Module):
                 self.act.approximate, *fc2, tile,
                 fc1=(x2, self.fc1.weight, self.fc1.bias))
             return out.view(*x.shape[:-1], -1)
-        band = self.band_rows(x, hw, tile, training=False)
+        band = self.band_rows(x, hw, training=False)
         if band:
             return _conv_ffn_banded(self, x, hw, band)
         hidden = self.pre_activation(self.fc1(x), hw)
@@ -484,7 +498,7 @@ class Mlp(nn.Module):
             return _TiledMlp.apply(x, self.fc1.weight, self.fc1.bias,
                                    self.fc2.weight, self.fc2.bias,
                                    self.act.approximate, tile)
-        band = self.band_rows(x, hw, tile, training=True)
+        band = self.band_rows(x, hw, training=True)
         if band:
             return _BandedConvFFN.apply(
                 x, self, hw, band, self.fc1.weight, self.fc1.bias,
