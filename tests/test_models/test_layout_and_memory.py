@@ -8,6 +8,7 @@ from contextlib import nullcontext
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.multiprocessing.reductions import StorageWeakRef
 
 from mmlinattn.models.attention import CSWinAttention, WindowAttention
@@ -326,16 +327,16 @@ def _block_step(block, x, hw, outputs):
     x = x.clone().requires_grad_()
     for p in block.parameters():
         p.grad = None
+    outputs.clear()
     y = block(x, hw)
     kept = [not o.expired() for o in outputs]
-    outputs.clear()
     (y.sin()).sum().backward()
     grads = {n: p.grad for n, p in block.named_parameters()}
     return y.detach(), x.grad, grads, kept
 
 
 @pytest.mark.parametrize('attn', ['hilo', 'window'])
-def test_block_branches_do_not_keep_the_norm_outputs(attn):
+def test_block_branches_do_not_keep_the_norm_outputs(attn, monkeypatch):
     torch.manual_seed(0)
     cfg = (dict(type='HiLoAttention', alpha=0.5, window_size=2)
            if attn == 'hilo' else dict(type='WindowAttention', window_size=4))
@@ -344,10 +345,14 @@ def test_block_branches_do_not_keep_the_norm_outputs(attn):
                              if attn == 'window' else None).double()
     x, hw = torch.randn(2, 8 * 8, 16, dtype=torch.double), (8, 8)
     outputs = []
-    for norm in (block.norm1, block.norm2):
-        norm.register_forward_hook(
-            lambda m, i, o: outputs.append(StorageWeakRef(
-                o.untyped_storage())))
+    layer_norm = F.layer_norm  # (a module hook would switch the saving off)
+
+    def recorded_layer_norm(*args, **kwargs):
+        y = layer_norm(*args, **kwargs)
+        outputs.append(StorageWeakRef(y.untyped_storage()))
+        return y
+
+    monkeypatch.setattr(F, 'layer_norm', recorded_layer_norm)
     *ours, kept = _block_step(block, x, hw, outputs)
     assert kept == [False, False]
     # inside other saved-tensor hooks (checkpointing, offloading) the plain
@@ -359,6 +364,26 @@ def test_block_branches_do_not_keep_the_norm_outputs(attn):
     assert torch.equal(ours[0], plain[0]) and torch.equal(ours[1], plain[1])
     for name, grad in plain[2].items():
         assert torch.equal(ours[2][name], grad), name
+
+
+def test_recomputed_norm_keeps_what_is_saved_after_an_in_place_change():
+    torch.manual_seed(0)
+    norm = nn.LayerNorm(6).double()
+    x = torch.randn(3, 5, 6, dtype=torch.double, requires_grad=True)
+
+    def branch(y):
+        y.mul_(2)
+        return y * y  # saves 2 * norm(x): kept, not recomputed
+
+    grads = []
+    for recompute in (False, True):
+        context = (nullcontext() if recompute else
+                   torch.autograd.graph.saved_tensors_hooks(
+                       lambda t: t, lambda t: t))
+        with context:
+            y = branch_of_recomputed_norm(branch, norm, x)
+        grads.append(torch.autograd.grad(y.sum(), x)[0])
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
 
 
 def test_recomputed_norm_gives_second_order_gradients():

@@ -55,7 +55,8 @@ def untiled_mlp() -> ContextManager[None]:
     return _UNTILED.turned_on()
 
 
-def _tile_rows(x: torch.Tensor, hidden: int, min_tiles: int = _MIN_TILES) -> int:
+def _tile_rows(x: torch.Tensor, hidden: int,
+               min_tiles: int = _MIN_TILES) -> int:
     """Rows per tile of the cache-tiled CPU MLP for tokens ``x``, 0 when it
     does not apply (not CPU fp32 / fp64, autocast, compile, tracing, fewer
     rows than ``min_tiles`` tiles, :func:`untiled_mlp`)."""

@@ -54,23 +54,28 @@ def branch_of_recomputed_norm(branch: Callable[..., torch.Tensor],
     gradients included.
 
     The plain expression runs without gradients, under autocast (the branch
-    saves casts, not the output), in ``torch.compile`` / tracing, and inside
-    other saved-tensor hooks (activation checkpointing, offloading)."""
+    saves casts, not the output), in ``torch.compile`` / tracing, inside
+    other saved-tensor hooks (activation checkpointing, offloading) and for
+    a norm with hooks or of another type. What the branch saves after
+    modifying ``norm(x)`` in place is kept as it is."""
     y = norm(x)
     if not (y.requires_grad and hand_written_backward_applies()
+            and type(norm) is nn.LayerNorm
+            and not (norm._forward_hooks or norm._forward_pre_hooks)
             and y.is_contiguous() and y.storage_offset() == 0
             and not torch.is_autocast_enabled(y.device.type)
             and not _saved_tensor_hooks_active()):
         return branch(y, *args)
     storage = y.untyped_storage()
-    address, nbytes = storage.data_ptr(), storage.nbytes()
+    address, nbytes, version = storage.data_ptr(), storage.nbytes(), y._version
     shape, eps = norm.normalized_shape, norm.eps
     weight, bias = norm.weight, norm.bias
     recomputed = []
 
     def pack(t: torch.Tensor) -> Any:
         s = t.untyped_storage()
-        if s.data_ptr() == address and s.nbytes() == nbytes:
+        if (s.data_ptr() == address and s.nbytes() == nbytes
+                and t._version == version):
             return t.shape, t.stride(), t.storage_offset()
         return t
 

@@ -10,8 +10,9 @@ on or off by patching them in place: the banded ConvFFN in training
 (``blocks.branch_of_recomputed_norm``). Prints each variant's median step
 time and its median speed-up over the official step.
 
-    PYTHONPATH=<project> python train_step_switches.py --harness ../shared/tools/official_bench \\
-        --src /tmp/official_src backbone/flatten_pvt_v2_b0 --repeats 21
+    PYTHONPATH=<project> python train_step_switches.py \\
+        --harness ../shared/tools/official_bench --src /tmp/official_src \\
+        backbone/flatten_pvt_v2_b0 --repeats 21
     ... --no-official      # the same without the official model in the loop
 """
 import argparse
@@ -36,8 +37,8 @@ from mmlinattn.models.utils import blocks  # noqa: E402
 from mmlinattn.models.utils.ffn import Mlp  # noqa: E402
 
 torch.set_num_threads(2)
-ns = argparse.Namespace(src=a.src, threads=2, batch=4,
-                        plugin=[os.path.join(a.harness, 'mmlinattn_plugin.py')])
+plugin = os.path.join(a.harness, 'mmlinattn_plugin.py')
+ns = argparse.Namespace(src=a.src, threads=2, batch=4, plugin=[plugin])
 ctx, benches = paired_train._benches(ns)
 ours = paired_train._build_train(ctx, benches[a.bench_id]['mmlinattn'])[1]
 official = (None if a.no_official else
