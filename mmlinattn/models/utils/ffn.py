@@ -157,6 +157,19 @@ def _padded_band(buffer: torch.Tensor, rows: torch.Tensor, width: int,
     return band.view(1, n // width, width, -1).permute(0, 3, 1, 2)
 
 
+def _band_pre_activation(mlp: 'Mlp', x_rows: torch.Tensor,
+                         buffer: torch.Tensor, width: int, top: int,
+                         bottom: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """fc1 of a band's input rows (halo rows included), zero-padded in
+    ``buffer`` (the conv's input, a channels-last view), and the depthwise
+    conv's output for the band's own rows."""
+    conv = mlp.dwconv.dwconv
+    rows = _padded_band(buffer, linear(x_rows, mlp.fc1.weight, mlp.fc1.bias),
+                        width, top, bottom)
+    return rows, F.conv2d(rows, conv.weight, conv.bias,
+                          padding=(0, conv.padding[1]), groups=conv.groups)
+
+
 def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
                      band: int) -> torch.Tensor:
     """ConvFFN band of image rows by band, without autograd: fc1 of the band
@@ -165,17 +178,14 @@ def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
     values as the whole-map expression up to float summation order."""
     B, N, _ = x.shape
     H, W = hw
-    conv = mlp.dwconv.dwconv
-    halo = conv.padding[0]
+    halo = mlp.dwconv.dwconv.padding[0]
     buffer = x.new_empty((band + 2 * halo) * W, mlp.fc1.out_features)
     act = x.new_empty(band * W, mlp.fc1.out_features)
     out = x.new_empty(B, N, mlp.fc2.out_features)
     for b in range(B):
         for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
-            rows = linear(x[b, a0 * W:a1 * W], mlp.fc1.weight, mlp.fc1.bias)
-            pre_act = F.conv2d(
-                _padded_band(buffer, rows, W, top, bottom), conv.weight,
-                conv.bias, padding=(0, conv.padding[1]), groups=conv.groups)
+            _, pre_act = _band_pre_activation(mlp, x[b, a0 * W:a1 * W],
+                                              buffer, W, top, bottom)
             n = (y1 - y0) * W
             torch.ops.aten.gelu.out(nchw_as_tokens(pre_act)[0],
                                     approximate=mlp.act.approximate,
@@ -227,11 +237,8 @@ class _BandedConvFFN(torch.autograd.Function):
             if need_h:
                 grad_h.zero_()
             for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
-                rows = _padded_band(
-                    buffer, linear(x[b, a0 * W:a1 * W], fc1.weight,
-                                   fc1.bias), W, top, bottom)
-                pre_act = F.conv2d(rows, conv.weight, conv.bias,
-                                   padding=(0, pad), groups=conv.groups)
+                rows, pre_act = _band_pre_activation(
+                    mlp, x[b, a0 * W:a1 * W], buffer, W, top, bottom)
                 grad_pre_act = _gelu_fc2_backward_tile(
                     grad[b, y0 * W:y1 * W], nchw_as_tokens(pre_act)[0],
                     mlp.act.approximate, fc2.weight, grad_w2, need_pre_act)
