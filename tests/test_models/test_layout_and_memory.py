@@ -106,6 +106,29 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(torch, 'get_num_threads', lambda: 1)
 
 
+@pytest.fixture
+def bands(monkeypatch):
+    """The band heights of every banded ConvFFN call, in order."""
+    calls = []
+    banded = ffn._conv_ffn_banded
+    monkeypatch.setattr(
+        ffn, '_conv_ffn_banded',
+        lambda *args: calls.append(args[-1]) or banded(*args))
+    return calls
+
+
+def _assert_same_results(plain, tiled, num_grads):
+    """Outputs, input gradient and parameter gradients of two
+    :func:`_step_and_inference` results agree."""
+    for a, b in zip(plain[:3], tiled[:3]):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+    assert tiled[3].keys() == plain[3].keys()
+    assert len(plain[3]) == num_grads
+    for name in plain[3]:
+        torch.testing.assert_close(tiled[3][name], plain[3][name],
+                                   rtol=1e-12, atol=1e-12)
+
+
 def _tiled_and_plain(mlp, x, hw):
     results = []
     for untiled in (True, False):
@@ -140,13 +163,7 @@ def test_cache_tiled_mlp_gives_the_untiled_values_and_gradients(
     assert plain[4] == '_RecomputedTailBackward'
     assert tiled[4] == ('_RecomputedTailBackward'
                         if conv_ffn else '_TiledMlpBackward')
-    for a, b in zip(plain[:3], tiled[:3]):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    assert tiled[3].keys() == plain[3].keys()
-    assert len(plain[3]) == (6 if conv_ffn else 4)
-    for name in plain[3]:
-        torch.testing.assert_close(tiled[3][name], plain[3][name],
-                                   rtol=1e-12, atol=1e-12)
+    _assert_same_results(plain, tiled, 6 if conv_ffn else 4)
 
 
 def test_cache_tiled_mlp_keeps_one_hidden_tensor_and_respects_freezing(
@@ -179,15 +196,10 @@ def test_cache_tiled_mlp_keeps_one_hidden_tensor_and_respects_freezing(
 
 @pytest.mark.parametrize('hw', [(21, 17), (16, 16)])
 def test_banded_conv_ffn_inference_gives_the_whole_map_values(
-        hw, small_tiles, monkeypatch):
+        hw, small_tiles, bands):
     torch.manual_seed(0)
     mlp = Mlp(12, 48, use_dwconv=True).double().eval()
     x = torch.randn(2, hw[0] * hw[1], 12, dtype=torch.double)
-    bands = []
-    banded = ffn._conv_ffn_banded
-    monkeypatch.setattr(
-        ffn, '_conv_ffn_banded',
-        lambda *args: bands.append(args[-1]) or banded(*args))
     with torch.no_grad():
         y = mlp(x, hw)
         expected = mlp.fc2(mlp.activate(mlp.fc1(x), hw))
@@ -204,28 +216,16 @@ def test_banded_conv_ffn_inference_gives_the_whole_map_values(
 @pytest.mark.parametrize('hw', [(21, 17), (16, 16)])
 @pytest.mark.parametrize('frozen', ['', 'dwconv', 'fc1', 'fc2'])
 def test_banded_conv_ffn_training_keeps_its_input_only(hw, frozen,
-                                                        small_tiles,
-                                                        monkeypatch):
+                                                        small_tiles, bands):
     torch.manual_seed(0)
     mlp = Mlp(12, 48, use_dwconv=True).double()
     for name, p in mlp.named_parameters():
         p.requires_grad_(not frozen or not name.startswith(frozen))
     x = torch.randn(2, hw[0] * hw[1], 12, dtype=torch.double)
-    bands = []
-    banded = ffn._conv_ffn_banded
-    monkeypatch.setattr(
-        ffn, '_conv_ffn_banded',
-        lambda *args: bands.append(args[-1]) or banded(*args))
     plain, tiled = _tiled_and_plain(mlp, x, hw)
     assert bands == [8, 8]  # training forward, then inference
     assert tiled[4] == '_BandedConvFFNBackward'
-    for a, b in zip(plain[:3], tiled[:3]):
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-    assert tiled[3].keys() == plain[3].keys()
-    assert len(plain[3]) == 6 - 2 * bool(frozen)
-    for name in plain[3]:
-        torch.testing.assert_close(tiled[3][name], plain[3][name],
-                                   rtol=1e-12, atol=1e-12)
+    _assert_same_results(plain, tiled, 6 - 2 * bool(frozen))
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(
             lambda t: saved.append(t) or t, lambda t: t):
