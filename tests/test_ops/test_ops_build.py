@@ -96,7 +96,7 @@ def test_extension_exports_the_ops():
     for name in ('has_cuda', 'gaussian_sqdist_forward',
                  'gaussian_sqdist_backward', 'gaussian_kernel_matmul_forward',
                  'gaussian_kernel_matmul_backward', 'focusing_forward',
-                 'focusing_backward'):
+                 'focusing_backward', 'depthwise_conv2d_weight_grad'):
         assert hasattr(ext, name), name
     assert ops.ext_has_cuda() == bool(ext.has_cuda())
     assert gk_module._EXT_HAS_OPS

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
+from mmlinattn.ops.depthwise_conv import depthwise_conv2d
 from mmlinattn.ops.focusing import (focusing_function,
                                     focusing_function_backward)
 from mmlinattn.registry import register_model
@@ -364,18 +365,16 @@ class FocusedLinearAttention(BaseModule):
         channels-last view of the tokens: the same sums without moving V
         into a (B * heads, d, H, W) map and back.
         """
-        C = v.shape[2]
         if v.shape[1] != hw[0] * hw[1]:
             # spatial reduction: 1-D linear interpolation along the tokens
             v = F.interpolate(
                 v.transpose(1, 2), size=hw[0] * hw[1],
                 mode='linear').transpose(1, 2)
-        v = F.conv2d(
+        v = depthwise_conv2d(
             tokens_as_nchw(v, hw),
             self.dwc.weight.repeat(self.num_heads, 1, 1, 1),
             self.dwc.bias.repeat(self.num_heads),
-            padding=self.kernel_size // 2,
-            groups=C)
+            padding=(self.kernel_size // 2, ) * 2)
         return nchw_as_tokens(v)
 
     def forward(self, x: torch.Tensor, hw: Grid) -> torch.Tensor:

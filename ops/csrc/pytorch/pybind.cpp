@@ -22,6 +22,11 @@ std::vector<at::Tensor> focusing_backward(const at::Tensor& grad,
                                           const at::Tensor& scale, double p,
                                           bool with_scale);
 
+at::Tensor depthwise_conv2d_weight_grad(const at::Tensor& grad,
+                                        const at::Tensor& input,
+                                        int64_t kernel_h, int64_t kernel_w,
+                                        int64_t pad_h, int64_t pad_w);
+
 bool has_cuda() {
 #ifdef MMLINATTN_WITH_CUDA
   return true;
@@ -57,4 +62,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(grad_x, per-block scale partials or None) of focusing_forward",
         py::arg("grad"), py::arg("x"), py::arg("scale"), py::arg("p"),
         py::arg("with_scale"));
+  m.def("depthwise_conv2d_weight_grad", &depthwise_conv2d_weight_grad,
+        "weight gradient (C, 1, kh, kw) of a stride-1 depthwise conv of "
+        "input (B, C, H, W) with output gradient grad",
+        py::arg("grad"), py::arg("input"), py::arg("kernel_h"),
+        py::arg("kernel_w"), py::arg("pad_h"), py::arg("pad_w"));
 }
