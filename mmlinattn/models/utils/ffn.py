@@ -106,18 +106,24 @@ def _gelu_fc2_tiled(hidden: torch.Tensor, approximate: str,
 def _gelu_fc2_backward_tile(grad: torch.Tensor, hidden: torch.Tensor,
                             approximate: str, fc2_weight: torch.Tensor,
                             grad_fc2_weight: Optional[torch.Tensor],
-                            need_hidden: bool = True
+                            need_hidden: bool = True,
+                            out: Optional[torch.Tensor] = None
                             ) -> Optional[torch.Tensor]:
     """Gradient w.r.t. ``hidden`` of ``fc2(gelu(hidden))`` for one row tile
-    (``None`` unless ``need_hidden``); accumulates fc2's weight gradient
-    into ``grad_fc2_weight`` when given."""
+    (``None`` unless ``need_hidden``; written into ``out`` when given);
+    accumulates fc2's weight gradient into ``grad_fc2_weight`` when
+    given."""
     if grad_fc2_weight is not None:
         act = F.gelu(hidden, approximate=approximate)
         grad_fc2_weight += weight_grad(grad, act)
     if not need_hidden:
         return None
-    return torch.ops.aten.gelu_backward(
-        matmul(grad, fc2_weight), hidden, approximate=approximate)
+    if out is None:
+        return torch.ops.aten.gelu_backward(
+            matmul(grad, fc2_weight), hidden, approximate=approximate)
+    return torch.ops.aten.gelu_backward.grad_input(
+        matmul(grad, fc2_weight), hidden, approximate=approximate,
+        grad_input=out)
 
 
 def _band_rows(tile: int, hw: Tuple[int, int], training: bool) -> int:
@@ -134,40 +140,30 @@ def _band_rows(tile: int, hw: Tuple[int, int], training: bool) -> int:
 
 
 def _bands(height: int, band: int,
-           halo: int) -> Iterator[Tuple[int, int, int, int, int, int]]:
+           halo: int) -> Iterator[Tuple[int, int, int, int]]:
     """Bands of image rows ``[y0, y1)`` with the rows ``[a0, a1)`` a
-    ``halo``-row convolution reads, and the ``top`` / ``bottom`` zero rows
-    that pad them at the image border."""
+    ``halo``-row convolution reads (clipped at the image border)."""
     for y0 in range(0, height, band):
         y1 = min(y0 + band, height)
-        a0, a1 = max(y0 - halo, 0), min(y1 + halo, height)
-        yield y0, y1, a0, a1, halo - (y0 - a0), halo - (a1 - y1)
+        yield y0, y1, max(y0 - halo, 0), min(y1 + halo, height)
 
 
-def _padded_band(buffer: torch.Tensor, rows: torch.Tensor, width: int,
-                 top: int, bottom: int) -> torch.Tensor:
-    """``rows`` (tokens of whole image rows) written into ``buffer`` between
-    ``top`` and ``bottom`` zero rows; returns the (1, C, rows, W)
-    channels-last view of the filled part."""
-    n = (top + bottom) * width + rows.shape[0]
-    band = buffer[:n]
-    band[:top * width].zero_()
-    band[n - bottom * width:].zero_()
-    band[top * width:n - bottom * width] = rows
-    return band.view(1, n // width, width, -1).permute(0, 3, 1, 2)
-
-
-def _band_pre_activation(mlp: 'Mlp', x_rows: torch.Tensor,
-                         buffer: torch.Tensor, width: int, top: int,
-                         bottom: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """fc1 of a band's input rows (halo rows included), zero-padded in
-    ``buffer`` (the conv's input, a channels-last view), and the depthwise
-    conv's output for the band's own rows."""
+def _band_pre_activation(mlp: 'Mlp', x_rows: torch.Tensor, width: int,
+                         first: int,
+                         last: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """fc1 of a band's input rows (its rows and the halo rows around them),
+    as the conv's channels-last input, and the depthwise conv's output for
+    the band's own rows ``[first, last)`` of them. The conv pads every
+    side: at the image border that is the zero padding of the whole map;
+    next to a halo row it only changes the halo rows' outputs, which are
+    dropped (one extra conv row instead of copying the band into a padded
+    buffer)."""
     conv = mlp.dwconv.dwconv
-    rows = _padded_band(buffer, linear(x_rows, mlp.fc1.weight, mlp.fc1.bias),
-                        width, top, bottom)
-    return rows, F.conv2d(rows, conv.weight, conv.bias,
-                          padding=(0, conv.padding[1]), groups=conv.groups)
+    h = linear(x_rows, mlp.fc1.weight, mlp.fc1.bias)
+    rows = h.view(1, -1, width, h.shape[-1]).permute(0, 3, 1, 2)
+    out = F.conv2d(rows, conv.weight, conv.bias, padding=conv.padding,
+                   groups=conv.groups)
+    return rows, out[:, :, first:last]
 
 
 def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
@@ -179,13 +175,12 @@ def _conv_ffn_banded(mlp: 'Mlp', x: torch.Tensor, hw: Tuple[int, int],
     B, N, _ = x.shape
     H, W = hw
     halo = mlp.dwconv.dwconv.padding[0]
-    buffer = x.new_empty((band + 2 * halo) * W, mlp.fc1.out_features)
     act = x.new_empty(band * W, mlp.fc1.out_features)
     out = x.new_empty(B, N, mlp.fc2.out_features)
     for b in range(B):
-        for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
-            _, pre_act = _band_pre_activation(mlp, x[b, a0 * W:a1 * W],
-                                              buffer, W, top, bottom)
+        for y0, y1, a0, a1 in _bands(H, band, halo):
+            _, pre_act = _band_pre_activation(mlp, x[b, a0 * W:a1 * W], W,
+                                              y0 - a0, y1 - a0)
             n = (y1 - y0) * W
             torch.ops.aten.gelu.out(nchw_as_tokens(pre_act)[0],
                                     approximate=mlp.act.approximate,
@@ -230,30 +225,37 @@ class _BandedConvFFN(torch.autograd.Function):
         B, N, _ = x.shape
         H, W = ctx.hw
         C = fc1.out_features
-        halo, pad = conv.padding[0], conv.padding[1]
-        buffer = x.new_empty((band + 2 * halo) * W, C)
+        halo = conv.padding[0]
+        # the conv's output gradient for a band's input rows: the band's
+        # own rows, zeros for the halo rows' (dropped) outputs
+        grad_out = x.new_empty((band + 2 * halo) * W, C)
         grad_h = x.new_empty(N, C) if need_h else None  # one image's
         for b in range(B):
-            if need_h:
-                grad_h.zero_()
-            for y0, y1, a0, a1, top, bottom in _bands(H, band, halo):
+            done = 0  # rows of grad_h written by the previous bands
+            for y0, y1, a0, a1 in _bands(H, band, halo):
+                first, last = y0 - a0, y1 - a0
                 rows, pre_act = _band_pre_activation(
-                    mlp, x[b, a0 * W:a1 * W], buffer, W, top, bottom)
-                grad_pre_act = _gelu_fc2_backward_tile(
+                    mlp, x[b, a0 * W:a1 * W], W, first, last)
+                grad_rows_out = grad_out[:(a1 - a0) * W]
+                _gelu_fc2_backward_tile(
                     grad[b, y0 * W:y1 * W], nchw_as_tokens(pre_act)[0],
-                    mlp.act.approximate, fc2.weight, grad_w2, need_pre_act)
+                    mlp.act.approximate, fc2.weight, grad_w2, need_pre_act,
+                    out=grad_rows_out[first * W:last * W])
                 if not need_pre_act:
                     continue
+                grad_rows_out[:first * W].zero_()
+                grad_rows_out[last * W:].zero_()
                 grad_rows, grad_weight, grad_bias = (
                     torch.ops.aten.convolution_backward(
-                        tokens_as_nchw(grad_pre_act[None], (y1 - y0, W)),
+                        tokens_as_nchw(grad_rows_out[None], (a1 - a0, W)),
                         rows, conv.weight, [C] if need_cb else None,
-                        conv.stride, [0, pad], conv.dilation, False, [0, 0],
-                        conv.groups, [need_h, need_cw, need_cb]))
-                if need_h:
+                        conv.stride, conv.padding, conv.dilation, False,
+                        [0, 0], conv.groups, [need_h, need_cw, need_cb]))
+                if need_h:  # rows [a0, done) hold the previous band's part
                     grad_rows = nchw_as_tokens(grad_rows)[0]
-                    grad_h[a0 * W:a1 * W] += grad_rows[
-                        top * W:grad_rows.shape[0] - bottom * W]
+                    grad_h[a0 * W:done * W] += grad_rows[:(done - a0) * W]
+                    grad_h[done * W:a1 * W] = grad_rows[(done - a0) * W:]
+                    done = a1
                 if need_cw:
                     grad_cw += grad_weight
                 if need_cb:
