@@ -11,10 +11,14 @@ AVX-512). Here backward takes the input gradient from oneDNN, the bias
 gradient as a sum of the output gradient (0.02 ms) and the weight gradient
 from the CPU kernel of ``mmlinattn._ext`` (0.13 ms; 4.4-7.1x faster than
 oneDNN's at the 5 x 5 shapes of FLatten-PVTv2, slower at 3 x 3, where
-oneDNN's own kernel is fast and keeps the whole backward).
+oneDNN's own kernel is fast and keeps the whole backward). The input
+gradient is the forward conv of the flipped kernel: on FLatten's V, a
+strided view, 0.16 vs 0.25 ms for oneDNN's backward-data at the same
+shape.
 
 Dispatch: the compiled weight gradient runs for float32 / float64 CPU
-tensors in eager mode with gradients, for kernels other than 3 x 3;
+tensors in eager mode with gradients, for kernels other than 3 x 3 and
+paddings smaller than the kernel;
 otherwise — other devices or dtypes, autocast, ``torch.compile`` or
 tracing, inside
 :func:`~mmlinattn.ops.reference_ops`, without the extension —
@@ -48,7 +52,9 @@ def depthwise_conv2d_weight_grad(grad: Tensor, input: Tensor,
 
 class _DepthwiseConv2d(Function):
     """``F.conv2d(x, weight, bias, padding=padding, groups=C)`` whose
-    weight and bias gradients bypass oneDNN's weight-gradient kernel."""
+    weight and bias gradients bypass oneDNN's weight-gradient kernel; the
+    input gradient is the flipped kernel's forward conv (oneDNN's forward
+    kernel, faster than its backward-data one on a strided ``x``)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
@@ -63,10 +69,12 @@ class _DepthwiseConv2d(Function):
         x, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [1, 1], list(ctx.padding), [1, 1],
-                False, [0, 0], x.shape[1], [True, False, False])[0]
+        if need_x:  # the transposed conv: the flipped kernel's forward
+            kh, kw = weight.shape[2:]
+            grad_x = F.conv2d(
+                grad, weight.flip((2, 3)), None,
+                padding=(kh - 1 - ctx.padding[0], kw - 1 - ctx.padding[1]),
+                groups=x.shape[1])
         if need_w:
             grad_w = depthwise_conv2d_weight_grad(grad, x, weight.shape[2:],
                                                   ctx.padding)
@@ -75,9 +83,11 @@ class _DepthwiseConv2d(Function):
         return grad_x, grad_w, grad_b, None
 
 
-def _use_compiled(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
+def _use_compiled(x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                  padding: Tuple[int, int]) -> bool:
     tensors = (x, weight) if bias is None else (x, weight, bias)
     return (_EXT_HAS_OP and not reference_forced()
+            and padding[0] < weight.shape[2] and padding[1] < weight.shape[3]
             and torch.is_grad_enabled()
             and any(t.requires_grad for t in tensors)
             and tuple(weight.shape[2:]) != _ONEDNN_KERNEL
@@ -103,6 +113,6 @@ def depthwise_conv2d(x: Tensor,
                          f'for {x.shape[1]} channels, got '
                          f'{tuple(weight.shape)}')
     padding = (int(padding[0]), int(padding[1]))
-    if _use_compiled(x, weight, bias):
+    if _use_compiled(x, weight, bias, padding):
         return _DepthwiseConv2d.apply(x, weight, bias, padding)
     return F.conv2d(x, weight, bias, padding=padding, groups=x.shape[1])

@@ -85,30 +85,35 @@ def test_weight_grad_any_layout_and_deterministic():
     assert torch.equal(*results)
 
 
+@pytest.mark.parametrize('kernel,padding', [((5, 5), (2, 2)),
+                                            ((3, 5), (0, 2)),
+                                            ((5, 5), (4, 3))])
 @pytest.mark.parametrize('frozen', [(), ('weight', 'bias'), ('x', )])
-def test_op_matches_conv2d(frozen):
+def test_op_matches_conv2d(frozen, kernel, padding):
     """Forward bit for bit, every requested gradient as autograd's
-    ``F.conv2d``; gradcheck in fp64."""
+    ``F.conv2d`` (same-size, smaller and larger outputs); gradcheck in
+    fp64."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 20, 5, 6, generator=g, dtype=torch.float64)
     x = x.contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(20, 1, 5, 5, generator=g, dtype=torch.float64)
+    weight = torch.randn(20, 1, *kernel, generator=g, dtype=torch.float64)
     bias = torch.randn(20, generator=g, dtype=torch.float64)
     tensors = dict(x=x, weight=weight, bias=bias)
     for name, t in tensors.items():
         t.requires_grad_(name not in frozen)
     needs = [t for t in tensors.values() if t.requires_grad]
-    out = depthwise_conv2d(x, weight, bias, (2, 2))
+    out = depthwise_conv2d(x, weight, bias, padding)
     assert type(out.grad_fn).__name__ == '_DepthwiseConv2dBackward'
-    plain = F.conv2d(x, weight, bias, padding=2, groups=20)
+    plain = F.conv2d(x, weight, bias, padding=padding, groups=20)
     assert torch.equal(out, plain)
     upstream = torch.randn_like(out)
     for a, b in zip(
             torch.autograd.grad(out, needs, upstream),
             torch.autograd.grad(plain, needs, upstream)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(
-        lambda *ts: depthwise_conv2d(*ts, (2, 2)), (x, weight, bias))
+    if not frozen:
+        assert torch.autograd.gradcheck(
+            lambda *ts: depthwise_conv2d(*ts, padding), (x, weight, bias))
 
 
 def test_dispatch():
@@ -124,6 +129,7 @@ def test_dispatch():
 
     assert node(x, w5, b, (2, 2)) == '_DepthwiseConv2dBackward'
     assert node(x, w3, b, (1, 1)) == 'ConvolutionBackward0'
+    assert node(x, w5, b, (5, 5)) == 'ConvolutionBackward0'  # pad >= kernel
     assert node(x.detach(), w5, b, (2, 2)) is None
     with torch.no_grad():
         assert node(x, w5, b, (2, 2)) is None
