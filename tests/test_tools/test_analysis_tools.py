@@ -252,6 +252,31 @@ def test_benchmark_focusing_writes_paired_rows(tmp_path, monkeypatch):
         assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
 
 
+@pytest.mark.skipif(
+    not ext_available(), reason='mmlinattn._ext is not built: the compiled '
+    'depthwise-conv weight gradient is what the tool times')
+def test_benchmark_depthwise_conv_writes_paired_rows(tmp_path, monkeypatch):
+    tool = load_tool('benchmark_depthwise_conv')
+    out = tmp_path / 'dw.json'
+    run_main(tool, [
+        '--shapes', '2x16x8', '1x9x20', '--repeat', '3', '--warmup', '1',
+        '--out',
+        str(out)
+    ], monkeypatch)
+    result = json.loads(out.read_text())
+    assert result['kernel_size'] == 5
+    assert [(r['shape'], r['mode']) for r in result['rows']] == [
+        ([2, 16, 8], 'weight gradient'), ([2, 16, 8], 'forward+backward'),
+        ([1, 9, 20], 'weight gradient'), ([1, 9, 20], 'forward+backward')
+    ]
+    for row in result['rows']:
+        assert row['compiled_ms'] > 0 and row['onednn_ms'] > 0
+        assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
+    with pytest.raises(SystemExit, match='3x3 kernels stay on oneDNN'):
+        run_main(tool, ['--shapes', '1x9x4', '--kernel-size', '3'],
+                 monkeypatch)
+
+
 @pytest.mark.parametrize('conv_ffn,baseline,default', [
     (False, 'untiled', 'tiled'), (True, 'untiled', 'tiled'),
     (False, 'blas', 'onednn')
