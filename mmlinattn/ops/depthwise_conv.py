@@ -7,22 +7,19 @@ whose weight-gradient kernel for depthwise kernels other than 3 x 3 is slow,
 and which computes the bias gradient with it: (4, 32, 56, 56) in fp32 on 2
 threads took 0.94 ms for the weight and 2.2 ms for the bias gradient, 0.11
 ms for the input gradient, 0.11 ms for the forward (2026-12-02, AMD EPYC,
-AVX-512). Here backward takes the input gradient from oneDNN, the bias
-gradient as a sum of the output gradient (0.02 ms) and the weight gradient
-from the CPU kernel of ``mmlinattn._ext`` (0.13 ms; 4.4-7.1x faster than
-oneDNN's at the 5 x 5 shapes of FLatten-PVTv2, slower at 3 x 3, where
-oneDNN's own kernel is fast and keeps the whole backward). The input
-gradient is the forward conv of the flipped kernel: on FLatten's V, a
-strided view, 0.16 vs 0.25 ms for oneDNN's backward-data at the same
-shape.
+AVX-512). Here the forward is ``F.conv2d``; backward takes the bias
+gradient as a sum of the output gradient (0.02 ms), the weight gradient
+from the CPU kernel of ``mmlinattn._ext`` (0.13-0.14 ms; 5.5-7.0x faster
+than oneDNN's at FLatten-PVTv2-B0's 5 x 5 shapes, docs/ops.md; at 3 x 3
+oneDNN's own kernel is as fast and keeps the whole backward) and the input
+gradient as the forward conv of the flipped kernel (on FLatten's V, a
+strided view, 0.16 vs 0.25 ms for oneDNN's backward-data kernel).
 
-Dispatch: the compiled weight gradient runs for float32 / float64 CPU
-tensors in eager mode with gradients, for kernels other than 3 x 3 and
-paddings smaller than the kernel;
-otherwise — other devices or dtypes, autocast, ``torch.compile`` or
-tracing, inside
-:func:`~mmlinattn.ops.reference_ops`, without the extension —
-:func:`depthwise_conv2d` is ``F.conv2d``.
+Dispatch: the compiled path runs for float32 / float64 CPU tensors in eager
+mode with gradients, for kernels other than 3 x 3 and paddings smaller
+than the kernel; otherwise (other devices or dtypes, autocast,
+``torch.compile`` or tracing, inside :func:`~mmlinattn.ops.reference_ops`,
+without the extension) :func:`depthwise_conv2d` is ``F.conv2d``.
 """
 from typing import Optional, Tuple
 

@@ -1,11 +1,12 @@
 // Copyright (c) mmlinattn contributors. All rights reserved.
 // CPU kernel of the depthwise-conv weight gradient (see
-// depthwise_conv_ops.hpp). One kernel tap and one vector of channels at a
-// time, the sum over a block's rows and columns stays in a register while
-// the channels-last rows of grad and input stream through: a multiply-add
-// per two loads, instead of oneDNN's 5x5 path, which runs ~10x slower than
-// its own forward (measured in mmlinattn/ops/depthwise_conv.py). Compiled
-// for AVX-512, AVX2 and baseline, picked at load time.
+// depthwise_conv_ops.hpp), one vector of channels at a time over a block of
+// output rows. A 5x5 kernel (FLatten's DWC) keeps its 25 tap sums in
+// registers while the block's channels-last pixels stream through, each
+// grad vector loaded once for all taps; other kernels sum one tap at a
+// time. oneDNN's 5x5 weight gradient runs ~10x slower than its own forward
+// (measured in mmlinattn/ops/depthwise_conv.py). Compiled for AVX-512,
+// AVX2 and baseline, picked at load time.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -25,9 +26,9 @@ struct Geometry {
 // sum over the block's rows r0 .. r0 + rn and all columns of
 // g[., c0 + l] * x[., c0 + l] for tap (i, j), lanes l < n (n <= L)
 template <typename T, int64_t L>
-__attribute__((always_inline)) inline void tap_sums(const Geometry& s, const T* g, const T* x, int64_t r0,
-                     int64_t rn, int64_t c0, int64_t n, int64_t i, int64_t j,
-                     T* out) {
+__attribute__((always_inline)) inline void tap_sums(
+    const Geometry& s, const T* g, const T* x, int64_t r0, int64_t rn,
+    int64_t c0, int64_t n, int64_t i, int64_t j, T* out) {
   T acc[L] = {};
   const int64_t lo = std::max<int64_t>(0, s.pw - j);
   const int64_t hi = std::min<int64_t>(s.Wo, s.W + s.pw - j);
@@ -103,9 +104,7 @@ MMLINATTN_SIMD_CLONES void block_sums(const Geometry& s, const T* g,
   constexpr int64_t L = 64 / sizeof(T);  // one 512-bit vector
   for (int64_t c0 = 0; c0 < s.C; c0 += L) {
     const int64_t n = std::min(L, s.C - c0);
-    if (n == L && s.kh == 3 && s.kw == 3) {
-      all_tap_sums<T, L, 3>(s, g, x, r0, rn, c0, part);
-    } else if (n == L && s.kh == 5 && s.kw == 5) {
+    if (n == L && s.kh == 5 && s.kw == 5) {
       all_tap_sums<T, L, 5>(s, g, x, r0, rn, c0, part);
     } else {
       for (int64_t i = 0; i < s.kh; ++i)
