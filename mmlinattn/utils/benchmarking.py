@@ -4,6 +4,7 @@ peak memory, complexity analysis, scaling exponents."""
 import argparse
 import ctypes
 import gc
+import json
 import logging
 import math
 import os
@@ -216,6 +217,52 @@ def paired_markdown_row(row: Dict, first: str, second: str) -> str:
             f'{row[first + "_ms"]:.2f} | {row[second + "_ms"]:.2f} | '
             f'{row["speedup"]:.2f}x [{row["speedup_min"]:.2f}-'
             f'{row["speedup_max"]:.2f}] |')
+
+
+def paired_tool_parser(description: str, default_shapes: Sequence[Tuple[
+        int, int, int]], repeat: int, warmup: int) -> argparse.ArgumentParser:
+    """The options every paired tool has: ``--shapes`` (BxNxC token shapes),
+    ``--repeat``, ``--warmup``, ``--threads`` and ``--out`` (JSON)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        '--shapes',
+        type=parse_token_shape,
+        nargs='+',
+        default=list(default_shapes),
+        help='BxNxC token shapes')
+    parser.add_argument('--repeat', type=int, default=repeat)
+    parser.add_argument('--warmup', type=int, default=warmup)
+    parser.add_argument('--threads', type=int)
+    parser.add_argument('--out', help='write the results as JSON')
+    return parser
+
+
+def run_paired_table(args: argparse.Namespace, title: str, candidate: str,
+                     baseline: str, measure: Callable[[Tuple[int, int, int]],
+                                                      List[Dict]], /,
+                     **record) -> List[Dict]:
+    """A paired tool's run: ``measure(shape)`` for every shape of
+    ``args.shapes`` (on ``args.threads`` threads), each row printed as
+    ``| title | mode | <candidate> ms | <baseline> ms | speed-up |``; the
+    rows, ``args.repeat``, ``record`` and the environment written to
+    ``args.out`` as JSON when given."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f'| {title} | mode | {candidate} ms | {baseline} ms | speed-up |\n'
+          '|---|---|---:|---:|---:|')
+    rows = []
+    for shape in args.shapes:
+        for row in measure(shape):
+            rows.append(row)
+            print(paired_markdown_row(row, candidate, baseline))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(
+                dict(rows=rows, repeat=args.repeat, **record,
+                     **environment(torch.device('cpu'))),
+                f,
+                indent=2)
+    return rows
 
 
 def parse_token_shape(text: str) -> Tuple[int, int, int]:

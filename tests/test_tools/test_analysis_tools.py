@@ -231,6 +231,16 @@ def test_benchmark_writes_json(tmp_path, monkeypatch):
     assert 'benchmark.py' in result['command']
 
 
+def assert_paired_rows(rows, shapes, modes, candidate, baseline):
+    """A paired tool's JSON rows: one per shape and mode, in order, with
+    both times and a speed-up inside its min-max."""
+    assert [(r['shape'], r['mode']) for r in rows] == [
+        (shape, mode) for shape in shapes for mode in modes]
+    for row in rows:
+        assert row[f'{candidate}_ms'] > 0 and row[f'{baseline}_ms'] > 0
+        assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
+
+
 @pytest.mark.skipif(
     not ext_available(), reason='mmlinattn._ext is not built: the fused '
     'focusing kernel is what the tool times')
@@ -242,14 +252,9 @@ def test_benchmark_focusing_writes_paired_rows(tmp_path, monkeypatch):
         '--out',
         str(out)
     ], monkeypatch)
-    rows = json.loads(out.read_text())['rows']
-    assert [(r['shape'], r['mode']) for r in rows] == [
-        ([2, 10, 16], 'forward'), ([2, 10, 16], 'forward+backward'),
-        ([1, 7, 5], 'forward'), ([1, 7, 5], 'forward+backward')
-    ]
-    for row in rows:
-        assert row['fused_ms'] > 0 and row['reference_ms'] > 0
-        assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
+    assert_paired_rows(
+        json.loads(out.read_text())['rows'], [[2, 10, 16], [1, 7, 5]],
+        ['forward', 'forward+backward'], 'fused', 'reference')
 
 
 @pytest.mark.skipif(
@@ -265,13 +270,9 @@ def test_benchmark_depthwise_conv_writes_paired_rows(tmp_path, monkeypatch):
     ], monkeypatch)
     result = json.loads(out.read_text())
     assert result['kernel_size'] == 5
-    assert [(r['shape'], r['mode']) for r in result['rows']] == [
-        ([2, 16, 8], 'weight gradient'), ([2, 16, 8], 'forward+backward'),
-        ([1, 9, 20], 'weight gradient'), ([1, 9, 20], 'forward+backward')
-    ]
-    for row in result['rows']:
-        assert row['compiled_ms'] > 0 and row['onednn_ms'] > 0
-        assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
+    assert_paired_rows(result['rows'], [[2, 16, 8], [1, 9, 20]],
+                       ['weight gradient', 'forward+backward'], 'compiled',
+                       'onednn')
     with pytest.raises(SystemExit, match='3x3 kernels stay on oneDNN'):
         run_main(tool, ['--shapes', '1x9x4', '--kernel-size', '3'],
                  monkeypatch)
@@ -291,13 +292,8 @@ def test_benchmark_mlp_writes_paired_rows(tmp_path, monkeypatch, conv_ffn,
     ] + (['--conv-ffn'] if conv_ffn else []), monkeypatch)
     result = json.loads(out.read_text())
     assert result['conv_ffn'] is conv_ffn and result['baseline'] == baseline
-    assert [(r['shape'], r['mode']) for r in result['rows']] == [
-        ([2, 64, 8], 'forward'), ([2, 64, 8], 'forward+backward'),
-        ([1, 49, 4], 'forward'), ([1, 49, 4], 'forward+backward')
-    ]
-    for row in result['rows']:
-        assert row[f'{default}_ms'] > 0 and row[f'{baseline}_ms'] > 0
-        assert row['speedup_min'] <= row['speedup'] <= row['speedup_max']
+    assert_paired_rows(result['rows'], [[2, 64, 8], [1, 49, 4]],
+                       ['forward', 'forward+backward'], default, baseline)
     with pytest.raises(SystemExit, match='not a square grid'):
         run_main(tool, ['--shapes', '1x50x4'], monkeypatch)
 

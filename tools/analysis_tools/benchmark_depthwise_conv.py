@@ -14,7 +14,6 @@ Example (FLatten-PVTv2-B0's DWC at 224, batch 4)::
         --shapes 4x3136x32 4x784x64 4x196x160 4x49x256 --threads 2
 """
 import argparse
-import json
 import math
 from typing import Dict, List, Tuple
 
@@ -25,22 +24,17 @@ from mmlinattn.models.utils import tokens_as_nchw
 from mmlinattn.ops import depthwise_conv2d
 from mmlinattn.ops.depthwise_conv import (_use_compiled,
                                           depthwise_conv2d_weight_grad)
-from mmlinattn.utils.benchmarking import (environment, paired_markdown_row,
-                                          paired_modes, parse_token_shape)
+from mmlinattn.utils.benchmarking import (paired_modes, paired_tool_parser,
+                                          run_paired_table)
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument(
-        '--shapes',
-        type=parse_token_shape,
-        nargs='+',
-        default=[(4, 3136, 32), (4, 784, 64), (4, 196, 160), (4, 49, 256)])
+    parser = paired_tool_parser(
+        __doc__.split('\n\n')[0],
+        [(4, 3136, 32), (4, 784, 64), (4, 196, 160), (4, 49, 256)],
+        repeat=15,
+        warmup=2)
     parser.add_argument('--kernel-size', type=int, default=5)
-    parser.add_argument('--repeat', type=int, default=15)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--threads', type=int)
-    parser.add_argument('--out', help='write the results as JSON')
     return parser.parse_args()
 
 
@@ -90,26 +84,14 @@ def measure(shape: Tuple[int, int, int], kernel_size: int, warmup: int,
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = []
-    print(f'| shape (B, N, C), {args.kernel_size}x{args.kernel_size} | mode '
-          '| compiled ms | onednn ms | speed-up |\n|---|---|---:|---:|---:|')
-    for shape in args.shapes:
-        for row in measure(shape, args.kernel_size, args.warmup,
-                           args.repeat):
-            rows.append(row)
-            print(paired_markdown_row(row, 'compiled', 'onednn'))
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(
-                dict(
-                    rows=rows,
-                    repeat=args.repeat,
-                    kernel_size=args.kernel_size,
-                    **environment(torch.device('cpu'))),
-                f,
-                indent=2)
+    k = args.kernel_size
+    run_paired_table(
+        args,
+        f'shape (B, N, C), {k}x{k}',
+        'compiled',
+        'onednn',
+        lambda shape: measure(shape, k, args.warmup, args.repeat),
+        kernel_size=k)
 
 
 if __name__ == '__main__':

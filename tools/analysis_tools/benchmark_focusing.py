@@ -12,29 +12,22 @@ Example (the stage-1 to stage-3 shapes of FLatten-PVT-T at 224, batch 8)::
         --shapes 8x3136x64 8x784x128 8x196x320 --threads 2
 """
 import argparse
-import json
 from typing import Dict, List, Tuple
 
 import torch
 
 from mmlinattn.ops import (focusing_backend, focusing_function,
                            focusing_function_reference)
-from mmlinattn.utils.benchmarking import (environment, paired_markdown_row,
-                                          paired_modes, parse_token_shape)
+from mmlinattn.utils.benchmarking import (paired_modes, paired_tool_parser,
+                                          run_paired_table)
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument(
-        '--shapes',
-        type=parse_token_shape,
-        nargs='+',
-        default=[(8, 3136, 64), (8, 784, 128), (8, 196, 320)])
+    parser = paired_tool_parser(__doc__.split('\n\n')[0],
+                                [(8, 3136, 64), (8, 784, 128), (8, 196, 320)],
+                                repeat=15,
+                                warmup=2)
     parser.add_argument('--focusing-factor', type=float, default=3.)
-    parser.add_argument('--repeat', type=int, default=15)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--threads', type=int)
-    parser.add_argument('--out', help='write the results as JSON')
     return parser.parse_args()
 
 
@@ -77,26 +70,14 @@ def measure(shape: Tuple[int, int, int], p: float, warmup: int,
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = []
-    print('| shape (B, N, C) | mode | fused ms | reference ms | speed-up |\n'
-          '|---|---|---:|---:|---:|')
-    for shape in args.shapes:
-        for row in measure(shape, args.focusing_factor, args.warmup,
-                           args.repeat):
-            rows.append(row)
-            print(paired_markdown_row(row, 'fused', 'reference'))
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(
-                dict(
-                    rows=rows,
-                    repeat=args.repeat,
-                    focusing_factor=args.focusing_factor,
-                    **environment(torch.device('cpu'))),
-                f,
-                indent=2)
+    run_paired_table(
+        args,
+        'shape (B, N, C)',
+        'fused',
+        'reference',
+        lambda shape: measure(shape, args.focusing_factor, args.warmup,
+                              args.repeat),
+        focusing_factor=args.focusing_factor)
 
 
 if __name__ == '__main__':

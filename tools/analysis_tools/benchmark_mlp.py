@@ -19,7 +19,6 @@ stage-1 and -2 ConvFFNs)::
         --shapes 8x3136x64 8x784x128 8x196x320 --mlp-ratio 8 --threads 2
 """
 import argparse
-import json
 import math
 from contextlib import nullcontext
 from typing import Dict, List, Tuple
@@ -27,8 +26,8 @@ from typing import Dict, List, Tuple
 import torch
 
 from mmlinattn.models.utils import Mlp, blas_gemm, untiled_mlp
-from mmlinattn.utils.benchmarking import (environment, paired_markdown_row,
-                                          paired_modes, parse_token_shape)
+from mmlinattn.utils.benchmarking import (paired_modes, paired_tool_parser,
+                                          run_paired_table)
 
 
 # --baseline -> (the switch that makes the baseline, the default's name)
@@ -36,13 +35,10 @@ BASELINES = {'untiled': (untiled_mlp, 'tiled'), 'blas': (blas_gemm, 'onednn')}
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument(
-        '--shapes',
-        type=parse_token_shape,
-        nargs='+',
-        default=[(8, 3136, 64), (8, 784, 128)],
-        help='BxNxC token shapes, N a square grid')
+    parser = paired_tool_parser(__doc__.split('\n\n')[0],
+                                [(8, 3136, 64), (8, 784, 128)],
+                                repeat=9,
+                                warmup=1)
     parser.add_argument('--mlp-ratio', type=float, default=8.)
     parser.add_argument('--conv-ffn', action='store_true',
                         help='ConvFFN (3x3 depthwise conv after fc1)')
@@ -51,10 +47,6 @@ def parse_args() -> argparse.Namespace:
         choices=sorted(BASELINES),
         default='untiled',
         help='what the default MLP is compared with')
-    parser.add_argument('--repeat', type=int, default=9)
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--threads', type=int)
-    parser.add_argument('--out', help='write the results as JSON')
     return parser.parse_args()
 
 
@@ -100,30 +92,17 @@ def measure(shape: Tuple[int, int, int], mlp_ratio: float, conv_ffn: bool,
 
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     kind = 'ConvFFN' if args.conv_ffn else 'MLP'
-    default = BASELINES[args.baseline][1]
-    rows = []
-    print(f'| {kind} (B, N, C), ratio {args.mlp_ratio:g} | mode | {default} '
-          f'ms | {args.baseline} ms | speed-up |\n|---|---|---:|---:|---:|')
-    for shape in args.shapes:
-        for row in measure(shape, args.mlp_ratio, args.conv_ffn,
-                           args.baseline, args.warmup, args.repeat):
-            rows.append(row)
-            print(paired_markdown_row(row, default, args.baseline))
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(
-                dict(
-                    rows=rows,
-                    mlp_ratio=args.mlp_ratio,
-                    conv_ffn=args.conv_ffn,
-                    baseline=args.baseline,
-                    repeat=args.repeat,
-                    **environment(torch.device('cpu'))),
-                f,
-                indent=2)
+    run_paired_table(
+        args,
+        f'{kind} (B, N, C), ratio {args.mlp_ratio:g}',
+        BASELINES[args.baseline][1],
+        args.baseline,
+        lambda shape: measure(shape, args.mlp_ratio, args.conv_ffn,
+                              args.baseline, args.warmup, args.repeat),
+        mlp_ratio=args.mlp_ratio,
+        conv_ffn=args.conv_ffn,
+        baseline=args.baseline)
 
 
 if __name__ == '__main__':
