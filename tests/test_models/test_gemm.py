@@ -60,6 +60,22 @@ def test_linear_gives_f_linear_values_and_gradients(shape, bias):
 
 
 @needs_onednn
+def test_functional_linear_has_the_modules_gradients():
+    """gemm.linear (used by hand-written paths) differentiates like the
+    module: before, an input that needed a gradient got none from it."""
+    ours, _ = _pair()
+    x = torch.randn(5, 40, requires_grad=True)
+    upstream = torch.randn(5, 72)
+    y = gemm.linear(x, ours.weight, ours.bias)
+    assert type(y.grad_fn).__name__ == '_OneDNNLinearBackward'
+    got = torch.autograd.grad(y, [x, ours.weight, ours.bias], upstream)
+    want = torch.autograd.grad(F.linear(x, ours.weight, ours.bias),
+                               [x, ours.weight, ours.bias], upstream)
+    for g, g_ref in zip(got, want):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
 def test_linear_backward_computes_only_the_gradients_asked_for():
     ours, plain = _pair()
     ours.weight.requires_grad_(False)

@@ -66,16 +66,6 @@ def _onednn_linear(x: torch.Tensor, weight: torch.Tensor,
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, 'none', [], '')
 
 
-def linear(x: torch.Tensor,
-           weight: torch.Tensor,
-           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``F.linear`` (no autograd of its own: for no-grad and hand-written
-    paths)."""
-    if onednn_applies(x, weight, bias):
-        return _onednn_linear(x, weight, bias)
-    return F.linear(x, weight, bias)
-
-
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` for (..., K) ``a`` and a (K, N) matrix ``b``."""
     return linear(a, b.t())
@@ -128,17 +118,24 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, None, grad_b
 
 
+def linear(x: torch.Tensor,
+           weight: torch.Tensor,
+           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``F.linear``, with its GEMMs (forward, and the input and weight
+    gradients) on oneDNN where :func:`onednn_applies`."""
+    if not onednn_applies(x, weight, bias):
+        return F.linear(x, weight, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, weight, bias)):
+        return _OneDNNLinear.apply(x, weight, weight.t(), bias)
+    return _onednn_linear(x, weight, bias)
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and init) whose eager CPU
     fp32 GEMMs run on oneDNN (see the module docstring); everywhere else it
     is ``nn.Linear``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not onednn_applies(x, self.weight, self.bias):
-            return F.linear(x, self.weight, self.bias)
-        tensors = (x, self.weight, self.bias)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                           for t in tensors):
-            return _OneDNNLinear.apply(x, self.weight, self.weight.t(),
-                                       self.bias)
-        return _onednn_linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
+
