@@ -10,6 +10,7 @@ from .gaussian_kernel import (gaussian_kernel, gaussian_kernel_matmul,
                               gaussian_kernel_t_matmul,
                               gaussian_kernel_t_matmul_reference, ops_backend,
                               sqdist, sqdist_reference)
+from .newton_schulz import newton_schulz_steps, newton_schulz_steps_reference
 
 __all__ = [
     'ext_available', 'ext_has_cuda', 'sqdist', 'sqdist_reference',
@@ -17,5 +18,5 @@ __all__ = [
     'gaussian_kernel_matmul_reference', 'gaussian_kernel_t_matmul',
     'gaussian_kernel_t_matmul_reference', 'reference_ops', 'ops_backend',
     'focusing_function', 'focusing_function_reference', 'focusing_backend',
-    'depthwise_conv2d'
+    'depthwise_conv2d', 'newton_schulz_steps', 'newton_schulz_steps_reference'
 ]

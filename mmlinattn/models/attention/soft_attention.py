@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from mmlinattn.ops import (gaussian_kernel, gaussian_kernel_matmul,
-                           gaussian_kernel_t_matmul, ops_backend)
+                           gaussian_kernel_t_matmul, newton_schulz_steps,
+                           ops_backend)
 from mmlinattn.registry import register_model
 from ..utils import (Linear, head_dims, nchw_as_tokens, run_in_float32,
                      tokens_as_nchw)
@@ -30,25 +31,9 @@ KERNEL_IMPLS = ('auto', 'reference', 'fused')
 
 
 # --------------------------------------------------------- Newton-Schulz
-def _newton_steps(inv: torch.Tensor, mat: torch.Tensor,
-                  num_iter: int) -> torch.Tensor:
-    """``num_iter`` steps ``V <- 2V - (V A) V`` on (..., m, m) stacks.
-
-    Each step is one ``bmm`` and one ``baddbmm`` (``2V - XV`` computed in
-    the GEMM's epilogue) instead of two matmuls, a multiply and a subtract:
-    the same values, two fewer passes over the stack per step.
-    """
-    shape = inv.shape
-    inv = inv.reshape(-1, shape[-2], shape[-1])
-    mat = mat.expand(shape).reshape(inv.shape)
-    for _ in range(num_iter):
-        inv = torch.baddbmm(inv, inv @ mat, inv, beta=2, alpha=-1)
-    return inv.reshape(shape)
-
-
 def newton_steps_reference(inv: torch.Tensor, mat: torch.Tensor,
                            num_iter: int) -> torch.Tensor:
-    """The official formulation of :func:`_newton_steps`,
+    """The official formulation of :func:`~mmlinattn.ops.newton_schulz_steps`,
     ``V <- 2V - V A V`` as written (tests and benchmarks)."""
     for _ in range(num_iter):
         inv = 2 * inv - inv @ mat @ inv
@@ -60,7 +45,7 @@ def _newton_regularized(mat: torch.Tensor, num_iter: int) -> torch.Tensor:
     eye = torch.eye(mat.size(-1), device=mat.device, dtype=mat.dtype)
     alpha = 0.9 * 2 / mat.sum(-1).amax(-1)**2
     reg = mat + 0.01 * eye
-    return _newton_steps(alpha[..., None, None] * reg, reg, num_iter)
+    return newton_schulz_steps(alpha[..., None, None] * reg, reg, num_iter)
 
 
 class _RegularizedNewtonInverse(torch.autograd.Function):
@@ -112,7 +97,7 @@ def _newton_backoff(mat: torch.Tensor, num_iter: int,
             break
         alpha = torch.where(too_large, alpha * 0.5, alpha)
         inv = alpha * mat
-    return _newton_steps(inv, mat, num_iter)
+    return newton_schulz_steps(inv, mat, num_iter)
 
 
 def newton_schulz_inverse(mat: torch.Tensor,

@@ -27,6 +27,9 @@ at::Tensor depthwise_conv2d_weight_grad(const at::Tensor& grad,
                                         int64_t kernel_h, int64_t kernel_w,
                                         int64_t pad_h, int64_t pad_w);
 
+at::Tensor newton_schulz_steps(const at::Tensor& inv, const at::Tensor& mat,
+                               int64_t num_iter);
+
 bool has_cuda() {
 #ifdef MMLINATTN_WITH_CUDA
   return true;
@@ -67,4 +70,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "input (B, C, H, W) with output gradient grad",
         py::arg("grad"), py::arg("input"), py::arg("kernel_h"),
         py::arg("kernel_w"), py::arg("pad_h"), py::arg("pad_w"));
+  m.def("newton_schulz_steps", &newton_schulz_steps,
+        "num_iter steps V <- 2V - (V A) V of inv V (batch, m, m) with "
+        "mat A, each matrix iterated in cache by one thread",
+        py::arg("inv"), py::arg("mat"), py::arg("num_iter"));
 }

@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
+#include "cpu_vector.hpp"
 #include "focusing_ops.hpp"
 #include "pytorch_cpp_helper.hpp"
 #include "pytorch_device_registry.hpp"
@@ -29,43 +29,16 @@ inline T power_minus_one(T v, T p) {
     return std::pow(v, p - 1);
 }
 
-// A row is processed in vectors of kLanes<T> elements, one 512-bit vector
-// of T whatever the clone's vector width (GCC lowers it to 2 or 4 narrower
-// registers); partial sums and maxima live in the lanes and are reduced by a
-// fixed pairwise tree, so every clone sums in the same order. (OpenMP simd
+// A row is processed in vectors of kLanes<T> elements (cpu_vector.hpp);
+// partial sums and maxima live in the lanes and are reduced by a fixed
+// pairwise tree, so every clone sums in the same order. (OpenMP simd
 // reductions over these short rows, C = 32 ... 512, compiled mostly to
 // scalar code: 2.2-2.6x slower.) Columns past the last full vector go into
 // the first lanes.
-//
-// These helpers are inlined into the clones and never cross an ABI
-// boundary, so GCC's note on passing AVX-512 vectors does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
-template <typename T>
-constexpr int64_t kLanes = 64 / sizeof(T);
-template <typename T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  typedef float type __attribute__((vector_size(64)));
-};
-template <>
-struct VecOf<double> {
-  typedef double type __attribute__((vector_size(64)));
-};
-template <typename T>
-using Vec = typename VecOf<T>::type;
-
-template <typename T>
-inline Vec<T> load(const T* p) {
-  Vec<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-template <typename T>
-inline void store(T* p, Vec<T> v) {
-  std::memcpy(p, &v, sizeof(v));
-}
+using mmlinattn::cpu::kLanes;
+using mmlinattn::cpu::load;
+using mmlinattn::cpu::store;
+using mmlinattn::cpu::Vec;
 
 // std::max(a, b) lane-wise
 template <typename T>
