@@ -107,8 +107,8 @@ def test_zero_steps_and_empty_batch():
 
 
 def test_dispatch(counting):
-    """The kernel only without autograd through the steps, for float CPU
-    tensors up to m = 128, outside autocast and ``reference_ops``."""
+    """The kernel for float CPU tensors up to m = 128, outside autocast and
+    ``reference_ops``, with or without autograd through the steps."""
     inv, mat = landmark_system((2, ), 16)
 
     def compiled(inv, mat):
@@ -117,10 +117,7 @@ def test_dispatch(counting):
         return counting.calls > before
 
     assert compiled(inv, mat)
-    leaf = mat.clone().requires_grad_()
-    assert not compiled(inv, leaf)  # autograd through the steps (variant b)
-    with torch.no_grad():
-        assert compiled(inv, leaf)
+    assert compiled(inv, mat.clone().requires_grad_())
     with reference_ops():
         assert not compiled(inv, mat)
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -132,12 +129,61 @@ def test_dispatch(counting):
     assert not compiled(meta, meta)
 
 
-def test_gradients_through_the_steps_are_autograd_s():
+def back_off_start(mat):
+    """SOFT-Norm's variant (b): V0 = alpha A with alpha from A's row sums,
+    so the gradient reaches A through V0 too."""
+    return 2 * mat / mat.sum(-1).amax(-1)[..., None, None]**2
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_gradients_equal_autograd_of_the_gemm_form(dtype):
+    """Through V0 and A (as in variant b), for a batched and a broadcast
+    A; fp64 to 1e-9 (different summation order only)."""
+    _, mat = landmark_system((2, 3), 17, dtype)
+    upstream = torch.randn(mat.shape, dtype=dtype,
+                           generator=torch.Generator().manual_seed(1))
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(
+        rtol=1e-3, atol=1e-3)
+    for a in (mat, mat[0, 0]):
+        grads = []
+        for steps in (newton_schulz_steps, newton_schulz_steps_reference):
+            leaf = a.clone().requires_grad_()
+            out = steps(back_off_start(leaf).expand(mat.shape), leaf, 20)
+            grads.append(torch.autograd.grad(out, leaf, upstream)[0])
+        assert grads[0].abs().amax() > 0
+        torch.testing.assert_close(grads[0], grads[1], **tol)
+
+
+def test_training_keeps_only_the_inputs():
+    """The GEMM form keeps V and V A of every step for backward; the
+    kernel's node keeps V0 and A."""
+    _, mat = landmark_system((4, ), 49)
+
+    def saved_bytes(steps):
+        storages = {}
+
+        def pack(t):
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        leaf = mat.clone().requires_grad_()
+        start = back_off_start(leaf)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            steps(start, leaf, 20)
+        return sum(storages.values())
+
+    stack = mat.numel() * mat.element_size()
+    assert saved_bytes(newton_schulz_steps) == 2 * stack
+    assert saved_bytes(newton_schulz_steps_reference) >= 2 * 20 * stack
+
+
+def test_gradcheck_through_the_kernel(counting):
     inv, mat = landmark_system((2, ), 6, torch.float64)
-    leaf = mat.clone().requires_grad_()
-    out = newton_schulz_steps(inv, leaf, 3)
-    assert out.grad_fn is not None
-    torch.autograd.gradcheck(lambda a: newton_schulz_steps(inv, a, 3), leaf)
+    inv, mat = inv.requires_grad_(), mat.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda v, a: newton_schulz_steps(v, a, 3), (inv, mat))
+    assert counting.calls > 0
 
 
 def test_errors_name_the_fix():

@@ -539,8 +539,12 @@ def test_benchmark_newton_runs_and_counts_saved_memory(tmp_path, capsys):
     for r in results:
         assert r['official_ms'] > 0 and r['fused_ms'] > 0 and r['gemm_ms'] > 0
     train = results[1]
-    # per step autograd keeps V and V A (6 matrices of 8 x 8 float32 each)
-    assert train['fused_saved_mib'] >= 3 * 2 * 6 * 8 * 8 * 4 / 2**20
+    # the GEMM form keeps V and V A of every step (6 matrices of 8 x 8
+    # float32 each), the compiled node only V0 and A (plus the few values
+    # the tool's V0 = A / max row-sum^2 keeps)
+    stack_mib = 6 * 8 * 8 * 4 / 2**20
+    assert train['gemm_saved_mib'] >= 3 * 2 * stack_mib
+    assert 2 * stack_mib <= train['fused_saved_mib'] < 3 * stack_mib
     assert train['official_saved_mib'] > 0
     assert '6x8' in capsys.readouterr().out
 

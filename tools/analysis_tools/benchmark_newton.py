@@ -3,8 +3,8 @@
 formulation, side by side in one process.
 
 Ours is :func:`~mmlinattn.ops.newton_schulz_steps` (``fused``: the compiled
-in-cache kernel where it applies, m <= 128 without autograd through the
-steps, else the GEMM form) and its GEMM form alone
+in-cache kernel where it applies, m <= 128, with a backward that recomputes
+the iterates; else the GEMM form) and its GEMM form alone
 (:func:`~mmlinattn.ops.newton_schulz_steps_reference`, ``gemm``: one
 ``bmm`` and one ``baddbmm`` per step). For each (matrices, m) case the
 implementations run on the same landmark kernels, interleaved (A B C A B C
