@@ -24,15 +24,7 @@ at::Tensor depthwise_conv2d_weight_grad(const at::Tensor& grad,
   TORCH_CHECK_VALUE(grad.dim() == 4 && input.dim() == 4, op,
                     ": expected 4-D (B, C, H, W) grad and input, got grad=",
                     shape_str(grad), ", input=", shape_str(input));
-  TORCH_CHECK_TYPE(input.scalar_type() == at::kFloat ||
-                       input.scalar_type() == at::kDouble,
-                   op, ": input has dtype ", input.scalar_type(),
-                   "; expected Float or Double");
-  TORCH_CHECK_TYPE(grad.scalar_type() == input.scalar_type(), op,
-                   ": grad has dtype ", grad.scalar_type(), ", input ",
-                   input.scalar_type(), "; cast them to one dtype");
-  TORCH_CHECK_VALUE(grad.device() == input.device(), op, ": grad on ",
-                    grad.device(), ", input on ", input.device());
+  mmlinattn::check_float_pair(op, "input", input, "grad", grad);
   TORCH_CHECK_VALUE(kernel_h >= 1 && kernel_w >= 1 && pad_h >= 0 &&
                         pad_w >= 0,
                     op, ": kernel sizes must be >= 1 and paddings >= 0, got "

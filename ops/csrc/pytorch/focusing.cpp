@@ -30,16 +30,7 @@ at::Tensor rows_view(const char* op, const at::Tensor& x,
                         scale.size(0) == x.size(1),
                     op, ": expected x (R, C) and scale (C,), got x=",
                     shape_str(x), ", scale=", shape_str(scale));
-  TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat ||
-                       x.scalar_type() == at::kDouble,
-                   op, ": x has dtype ", x.scalar_type(),
-                   "; expected Float or Double (cast half precision to "
-                   "float32 first)");
-  TORCH_CHECK_TYPE(scale.scalar_type() == x.scalar_type(), op,
-                   ": scale has dtype ", scale.scalar_type(), ", x ",
-                   x.scalar_type(), "; cast them to one dtype");
-  TORCH_CHECK_VALUE(scale.device() == x.device(), op,
-                    ": x on ", x.device(), ", scale on ", scale.device());
+  mmlinattn::check_float_pair(op, "x", x, "scale", scale);
   TORCH_CHECK_VALUE(std::isfinite(p) && p > 0, op,
                     ": the focusing factor p must be finite and > 0, got ", p);
   return x.stride(1) == 1 && x.stride(0) >= x.size(1) ? x : x.contiguous();

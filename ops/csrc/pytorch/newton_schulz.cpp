@@ -18,15 +18,7 @@ at::Tensor newton_schulz_steps(const at::Tensor& inv, const at::Tensor& mat,
                         mat.sizes() == inv.sizes(),
                     op, ": expected inv and mat of one shape (batch, m, m), "
                     "got inv=", shape_str(inv), ", mat=", shape_str(mat));
-  TORCH_CHECK_TYPE(inv.scalar_type() == at::kFloat ||
-                       inv.scalar_type() == at::kDouble,
-                   op, ": inv has dtype ", inv.scalar_type(),
-                   "; expected Float or Double");
-  TORCH_CHECK_TYPE(mat.scalar_type() == inv.scalar_type(), op,
-                   ": mat has dtype ", mat.scalar_type(), ", inv ",
-                   inv.scalar_type(), "; cast them to one dtype");
-  TORCH_CHECK_VALUE(mat.device() == inv.device(), op, ": inv on ",
-                    inv.device(), ", mat on ", mat.device());
+  mmlinattn::check_float_pair(op, "inv", inv, "mat", mat);
   TORCH_CHECK_VALUE(num_iter >= 0, op, ": num_iter must be >= 0, got ",
                     num_iter);
   if (num_iter == 0 || inv.numel() == 0) return inv.clone();
