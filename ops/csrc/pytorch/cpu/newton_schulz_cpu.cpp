@@ -14,7 +14,7 @@
 #include <cstring>
 #include <vector>
 
-#include "cpu_vector.hpp"
+#include "cpu_tile.hpp"
 #include "newton_schulz_ops.hpp"
 #include "pytorch_cpp_helper.hpp"
 #include "pytorch_device_registry.hpp"
@@ -26,70 +26,21 @@ using mmlinattn::cpu::load;
 using mmlinattn::cpu::store;
 using mmlinattn::cpu::Vec;
 
-constexpr int kTileRows = 4;
-constexpr int kTileVectors = 4;
-
-// Rows [i0, i0 + R) and vectors [j0, j0 + NV * lanes) of out = a b, or of
-// out = 2 e - a b if Residual; m x m matrices with row stride ld.
-template <typename T, int R, int NV, bool Residual>
-__attribute__((always_inline)) inline void tile(const T* a, const T* b,
-                                                const T* e, T* out, int64_t m,
-                                                int64_t ld, int64_t i0,
-                                                int64_t j0) {
-  constexpr int64_t L = kLanes<T>;
-  Vec<T> acc[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = Vec<T>{};
-  for (int64_t k = 0; k < m; ++k) {
-    Vec<T> bk[NV];
-    for (int v = 0; v < NV; ++v) bk[v] = load(b + k * ld + j0 + v * L);
-    for (int r = 0; r < R; ++r) {
-      const T a_rk = a[(i0 + r) * ld + k];
-      for (int v = 0; v < NV; ++v) acc[r][v] += a_rk * bk[v];
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    const int64_t at = (i0 + r) * ld + j0;
-    for (int v = 0; v < NV; ++v) {
-      if constexpr (Residual)
-        store(out + at + v * L, T(2) * load(e + at + v * L) - acc[r][v]);
-      else
-        store(out + at + v * L, acc[r][v]);
-    }
-  }
-}
-
-template <typename T, int NV, bool Residual>
-__attribute__((always_inline)) inline void column_block(
-    const T* a, const T* b, const T* e, T* out, int64_t m, int64_t ld,
-    int64_t j0) {
-  int64_t i = 0;
-  for (; i + kTileRows <= m; i += kTileRows)
-    tile<T, kTileRows, NV, Residual>(a, b, e, out, m, ld, i, j0);
-  for (; i < m; ++i) tile<T, 1, NV, Residual>(a, b, e, out, m, ld, i, j0);
-}
-
+// out = a b (m x m, row stride ld), or out = 2 e - a b if Residual.
 template <typename T, bool Residual>
 __attribute__((always_inline)) inline void product(const T* a, const T* b,
                                                    const T* e, T* out,
                                                    int64_t m, int64_t ld) {
   constexpr int64_t L = kLanes<T>;
-  const int64_t vectors = ld / L;
-  int64_t v = 0;
-  for (; v + kTileVectors <= vectors; v += kTileVectors)
-    column_block<T, kTileVectors, Residual>(a, b, e, out, m, ld, v * L);
-  static_assert(kTileVectors == 4, "the remainder cases below");
-  switch (vectors - v) {
-    case 3:
-      column_block<T, 3, Residual>(a, b, e, out, m, ld, v * L);
-      break;
-    case 2:
-      column_block<T, 2, Residual>(a, b, e, out, m, ld, v * L);
-      break;
-    case 1:
-      column_block<T, 1, Residual>(a, b, e, out, m, ld, v * L);
-      break;
-  }
+  mmlinattn::cpu::tiled_product<T>(
+      a, ld, 1, b, ld, m, m, ld / L,
+      [&](int64_t i, int64_t v, Vec<T> acc) __attribute__((always_inline)) {
+        const int64_t at = i * ld + v * L;
+        if constexpr (Residual)
+          store(out + at, T(2) * load(e + at) - acc);
+        else
+          store(out + at, acc);
+      });
 }
 
 // All num_iter steps of one matrix; work holds 4 m x ld matrices whose
