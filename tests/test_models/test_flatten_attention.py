@@ -313,19 +313,16 @@ def _core_inputs(dtype, B=2, N=12, n=9, C=8):
 
 
 def _plain_core(q, k, v, scale, p, heads):
-    from mmlinattn.models.attention.focused_linear_attention import \
-        _normalised_attention
-    from mmlinattn.ops import focusing_function
-    return _normalised_attention(
-        focusing_function(q, scale, p), focusing_function(k, scale, p), v,
-        heads)[0]
+    from mmlinattn.ops import focused_linear_attention_reference
+    return focused_linear_attention_reference(q, k, v, scale, p, heads)[0]
 
 
 @pytest.mark.parametrize('p', [3., 2.5])
 @pytest.mark.parametrize('kernels', ['extension', 'reference'])
 def test_core_node_gradients_and_saved_memory(p, kernels):
     """The one-node attention core (used whenever gradients are on) has the
-    forward of the plain composition bit for bit, its gradients (gradcheck
+    forward of the plain composition (bit for bit from the reference ops;
+    up to float rounding from the fused kernel), its gradients (gradcheck
     in fp64; autograd of the composition), and saves fewer bytes."""
     from mmlinattn.models.attention.focused_linear_attention import \
         _FocusedLinearCore
@@ -337,8 +334,11 @@ def test_core_node_gradients_and_saved_memory(p, kernels):
 
     with reference_ops() if kernels == 'reference' else nullcontext():
         assert torch.autograd.gradcheck(core, (q, k, v, scale))
-        assert torch.equal(
-            core(q, k, v, scale), _plain_core(q, k, v, scale, p, 2))
+        ours, plain = core(q, k, v, scale), _plain_core(q, k, v, scale, p, 2)
+        if kernels == 'reference':
+            assert torch.equal(ours, plain)
+        else:
+            torch.testing.assert_close(ours, plain, rtol=1e-13, atol=1e-15)
         upstream = torch.randn(2, 12, 8, dtype=torch.float64)
         for a, b in zip(
                 torch.autograd.grad(core(q, k, v, scale), (q, k, v, scale),

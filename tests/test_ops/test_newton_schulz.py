@@ -2,7 +2,6 @@
 """The compiled Newton-Schulz steps of mmlinattn._ext against the batched
 GEMM form (values, sizes around the vector and tile widths, dispatch,
 determinism, errors)."""
-import types
 
 import pytest
 import torch
@@ -34,22 +33,9 @@ def landmark_system(batch, m, dtype=torch.float32, seed=0):
     return alpha[..., None, None] * mat, mat
 
 
-class CountingExt:
-    """Stands in for the extension module and counts the kernel's calls."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def newton_schulz_steps(self, *args):
-        self.calls += 1
-        return ext_module.newton_schulz_steps(*args)
-
-
 @pytest.fixture
-def counting(monkeypatch):
-    ext = CountingExt()
-    monkeypatch.setattr(ns, 'ext_module', ext)
-    return ext
+def counting(count_ext_calls):
+    return count_ext_calls(ns, 'newton_schulz_steps')
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])

@@ -255,6 +255,16 @@ def test_benchmark_focusing_writes_paired_rows(tmp_path, monkeypatch):
     assert_paired_rows(
         json.loads(out.read_text())['rows'], [[2, 10, 16], [1, 7, 5]],
         ['forward', 'forward+backward'], 'fused', 'reference')
+    run_main(tool, [
+        '--attention', '--head-dims', '8', '--shapes', '2x10x16', '--repeat',
+        '3', '--warmup', '1', '--out',
+        str(out)
+    ], monkeypatch)
+    result = json.loads(out.read_text())
+    assert result['op'] == 'focused_linear_attention'
+    assert [row['heads'] for row in result['rows']] == [2]
+    assert_paired_rows(result['rows'], [[2, 10, 16]], ['forward'], 'fused',
+                       'reference')
 
 
 @pytest.mark.skipif(

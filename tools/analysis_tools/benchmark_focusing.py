@@ -2,21 +2,30 @@
 """Paired timing of FLatten's focusing function: the fused kernel of
 ``mmlinattn._ext`` against its PyTorch reference, forward (``no_grad``) and
 backward (of a fixed upstream gradient, both inputs), on (B, N, C) features
-with a per-channel scale. Each repeat times one call of each implementation,
-alternating which goes first; the speed-up is the median of the per-repeat
-ratios reference / fused (min-max beside it).
+with a per-channel scale. With ``--attention`` it times the whole normalised
+focused linear attention instead (:func:`~mmlinattn.ops.
+focused_linear_attention`: focusing of q and k, the key-value product and the
+normalised query products fused, against the composition of the focusing
+kernel and the batched GEMMs; forward, ``no_grad``), self-attention with
+heads of ``--head-dims`` channels. Each repeat times one call of each
+implementation, alternating which goes first; the speed-up is the median of
+the per-repeat ratios reference / fused (min-max beside it).
 
 Example (the stage-1 to stage-3 shapes of FLatten-PVT-T at 224, batch 8)::
 
     python tools/analysis_tools/benchmark_focusing.py \
         --shapes 8x3136x64 8x784x128 8x196x320 --threads 2
+    python tools/analysis_tools/benchmark_focusing.py --attention \
+        --shapes 1x3136x64 1x784x128 1x196x320 --threads 2
 """
 import argparse
 from typing import Dict, List, Tuple
 
 import torch
 
-from mmlinattn.ops import (focusing_backend, focusing_function,
+from mmlinattn.ops import (focused_linear_attention,
+                           focused_linear_attention_reference,
+                           focusing_backend, focusing_function,
                            focusing_function_reference)
 from mmlinattn.utils.benchmarking import (paired_modes, paired_tool_parser,
                                           run_paired_table)
@@ -28,6 +37,15 @@ def parse_args() -> argparse.Namespace:
                                 repeat=15,
                                 warmup=2)
     parser.add_argument('--focusing-factor', type=float, default=3.)
+    parser.add_argument(
+        '--attention',
+        action='store_true',
+        help='time the fused focused linear attention (forward)')
+    parser.add_argument(
+        '--head-dims',
+        type=int,
+        default=64,
+        help='channels per head with --attention (C must be a multiple)')
     return parser.parse_args()
 
 
@@ -68,8 +86,48 @@ def measure(shape: Tuple[int, int, int], p: float, warmup: int,
                         shape=list(shape))
 
 
+def measure_attention(shape: Tuple[int, int, int], p: float, head_dims: int,
+                      warmup: int, repeat: int) -> List[Dict]:
+    channels = shape[-1]
+    if channels % head_dims:
+        raise SystemExit(f'--head-dims {head_dims} does not divide the '
+                         f'{channels} channels of {shape}')
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(*shape, generator=generator) for _ in range(3))
+    scale = torch.rand(1, 1, channels, generator=generator) + 0.5
+    impls = {
+        'fused': focused_linear_attention,
+        'reference': focused_linear_attention_reference
+    }
+
+    def forward(name):
+        def call():
+            with torch.no_grad():
+                impls[name](q, k, v, scale, p, channels // head_dims)
+        return call
+
+    return paired_modes({'forward': forward}, ('reference', 'fused'),
+                        repeat,
+                        warmup,
+                        shape=list(shape),
+                        heads=channels // head_dims)
+
+
 def main() -> None:
     args = parse_args()
+    if args.attention:
+        run_paired_table(
+            args,
+            'shape (B, N, C), attention',
+            'fused',
+            'reference',
+            lambda shape: measure_attention(shape, args.focusing_factor, args.
+                                            head_dims, args.warmup, args.
+                                            repeat),
+            focusing_factor=args.focusing_factor,
+            op='focused_linear_attention',
+            head_dims=args.head_dims)
+        return
     run_paired_table(
         args,
         'shape (B, N, C)',
@@ -77,7 +135,8 @@ def main() -> None:
         'reference',
         lambda shape: measure(shape, args.focusing_factor, args.warmup,
                               args.repeat),
-        focusing_factor=args.focusing_factor)
+        focusing_factor=args.focusing_factor,
+        op='focusing_function')
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.ops.depthwise_conv import depthwise_conv2d
+from mmlinattn.ops.focused_linear import focused_linear_attention
 from mmlinattn.ops.focusing import (focusing_function,
                                     focusing_function_backward)
 from mmlinattn.registry import register_model
@@ -24,40 +25,12 @@ from ..utils import (Linear, hand_written_backward_applies, head_dims,
 
 Grid = Tuple[int, int]
 
-# Normaliser epsilon of the official code (LeapLabTHU/FLatten-Transformer
-# after the 2024-05 stability rewrite).
-NORMALISER_EPS = 1e-6
-
-
-def _normalised_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                          num_heads: int):
-    """``(q (k^T v) / n) / (q . mean(k) + eps)`` per head for focused
-    features q (B, N, C), k (B, n, C) and values v (B, n, C); returns the
-    (B, N, C) output, the (B, h, d, d + 1) key-value product with the mean
-    key as its last column, and the (B, h, N, 1) normaliser."""
-    B, N, C = q.shape
-    n = k.shape[1]
-    d = C // num_heads
-    q = q.view(B, N, num_heads, d).transpose(1, 2)
-    k = k.view(B, n, num_heads, d).transpose(1, 2)
-    v = v.reshape(B, n, num_heads, d).transpose(1, 2)
-    if q.dtype in (torch.float16, torch.bfloat16):
-        # the official fp16-safe form: operands scaled by n^-1/2 each
-        kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
-    else:  # same value; scaling the (d, d) result saves two copies
-        kv = (k.transpose(-2, -1) @ v) / n
-    # One pass over q for numerator and normaliser: the mean key is an
-    # extra column next to the (d, d) key-value product.
-    kv = torch.cat([kv, k.mean(dim=-2).unsqueeze(-1)], dim=-1)
-    out = q @ kv
-    normaliser = out[..., d:] + NORMALISER_EPS
-    out = out[..., :d] / normaliser
-    return out.transpose(1, 2).reshape(B, N, C), kv, normaliser
-
 
 class _FocusedLinearCore(torch.autograd.Function):
-    """phi(q), phi(k) and :func:`_normalised_attention` as one autograd node
-    that keeps q, k, v, the (d, d + 1) products and the normaliser.
+    """:func:`~mmlinattn.ops.focused_linear_attention` (phi(q), phi(k) and
+    the normalised products; the fused CPU kernel where it applies) as one
+    autograd node that keeps q, k, v, the (d, d + 1) products and the
+    normaliser.
 
     Autograd of the composition also keeps phi(q), phi(k) and the (N, d)
     numerator, three more (B, N, C) tensors per layer; backward here
@@ -69,9 +42,8 @@ class _FocusedLinearCore(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, scale, focusing_factor, num_heads):
-        out, kv, normaliser = _normalised_attention(
-            focusing_function(q, scale, focusing_factor),
-            focusing_function(k, scale, focusing_factor), v, num_heads)
+        out, kv, normaliser = focused_linear_attention(
+            q, k, v, scale, focusing_factor, num_heads)
         ctx.save_for_backward(q, k, v, scale, kv, normaliser)
         ctx.focusing_factor, ctx.num_heads = focusing_factor, num_heads
         return out
@@ -318,17 +290,18 @@ class FocusedLinearAttention(BaseModule):
     def _linear_attention(self, q: torch.Tensor, k: torch.Tensor,
                           v: torch.Tensor, kv_hw: Grid) -> torch.Tensor:
         scale = self._positive_scale(q)
+        pos = self.key_positional_encoding(kv_hw)
+        k = k if pos is None else k + pos
         device = q.device.type
         if (hand_written_backward_applies()
                 and q.dtype in (torch.float32, torch.float64)
                 and not (torch.amp.is_autocast_available(device)
                          and torch.is_autocast_enabled(device))):
-            pos = self.key_positional_encoding(kv_hw)
-            return _FocusedLinearCore.apply(q, k if pos is None else k + pos,
-                                            v, scale, self.focusing_factor,
+            return _FocusedLinearCore.apply(q, k, v, scale,
+                                            self.focusing_factor,
                                             self.num_heads)
-        q, k = self.focused_features(q, k, kv_hw)
-        return _normalised_attention(q, k, v, self.num_heads)[0]
+        return focused_linear_attention(q, k, v, scale, self.focusing_factor,
+                                        self.num_heads)[0]
 
     def attend(self,
                q: torch.Tensor,

@@ -30,6 +30,12 @@ at::Tensor depthwise_conv2d_weight_grad(const at::Tensor& grad,
 at::Tensor newton_schulz_steps(const at::Tensor& inv, const at::Tensor& mat,
                                int64_t num_iter);
 
+std::vector<at::Tensor> focused_linear_forward(const at::Tensor& q,
+                                               const at::Tensor& k,
+                                               const at::Tensor& v,
+                                               const at::Tensor& scale,
+                                               double p, int64_t heads);
+
 bool has_cuda() {
 #ifdef MMLINATTN_WITH_CUDA
   return true;
@@ -65,6 +71,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "(grad_x, per-block scale partials or None) of focusing_forward",
         py::arg("grad"), py::arg("x"), py::arg("scale"), py::arg("p"),
         py::arg("with_scale"));
+  m.def("focused_linear_forward", &focused_linear_forward,
+        "(out, kv with the mean key as last column, normaliser) of FLatten's "
+        "normalised focused linear attention of q (B, N, C), k, v (B, n, C)",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"),
+        py::arg("p"), py::arg("heads"));
   m.def("depthwise_conv2d_weight_grad", &depthwise_conv2d_weight_grad,
         "weight gradient (C, 1, kh, kw) of a stride-1 depthwise conv of "
         "input (B, C, H, W) with output gradient grad",

@@ -1,0 +1,118 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""Normalised focused linear attention of FLatten Transformer (Han, Pan, Han,
+Song, Huang: "FLatten Transformer: Vision Transformer using Focused Linear
+Attention", ICCV 2023, arXiv 2308.00442), per head of d = C / h channels::
+
+    out_i = phi(q_i) (phi(K)^T V / n) / (phi(q_i) . mean_j phi(k_j) + 1e-6)
+
+with ``phi`` the focusing function (:mod:`mmlinattn.ops.focusing`).
+
+Unfused this is ~10 passes over (B, N, C) tensors: phi(q) and phi(k) written
+out, two batched GEMMs (the key-value product, and q against it with the
+mean key as an extra column), the slice and division, and the head
+transposes. The CPU kernel of ``mmlinattn._ext`` focuses each block of rows
+in cache and feeds it straight into register-tiled products, dividing by
+the normaliser in the tile's epilogue (docs/ops.md has its timings). Its
+values equal the reference's up to float rounding.
+
+Dispatch: the kernel runs where the fused focusing kernel does (float32 /
+float64 CPU tensors, a per-channel ``scale``, eager mode, outside
+:func:`~mmlinattn.ops.reference_ops`), outside autocast, with at least one
+key, and when autograd does not record (the kernel has no backward of its
+own: it runs under ``torch.no_grad`` and inside the forward of autograd
+Functions such as FLatten's attention core, whose backward recomputes phi).
+Otherwise :func:`focused_linear_attention_reference` runs.
+"""
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from .ext_loader import ext_module
+from .focusing import _use_fused, focusing_function
+
+_EXT_HAS_OP = ext_module is not None and hasattr(ext_module,
+                                                 'focused_linear_forward')
+
+# Normaliser epsilon of the official code (LeapLabTHU/FLatten-Transformer
+# after the 2024-05 stability rewrite); the kernel uses the same constant
+# (focused_linear_ops.hpp).
+NORMALISER_EPS = 1e-6
+
+
+def normalised_attention(phi_q: Tensor, phi_k: Tensor, v: Tensor,
+                         num_heads: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(q (k^T v) / n) / (q . mean(k) + eps)`` per head for focused
+    features q (B, N, C), k (B, n, C) and values v (B, n, C); returns the
+    (B, N, C) output, the (B, h, d, d + 1) key-value product with the mean
+    key as its last column, and the (B, h, N, 1) normaliser."""
+    B, N, C = phi_q.shape
+    n = phi_k.shape[1]
+    d = C // num_heads
+    q = phi_q.view(B, N, num_heads, d).transpose(1, 2)
+    k = phi_k.view(B, n, num_heads, d).transpose(1, 2)
+    v = v.reshape(B, n, num_heads, d).transpose(1, 2)
+    if q.dtype in (torch.float16, torch.bfloat16):
+        # the official fp16-safe form: operands scaled by n^-1/2 each
+        kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
+    else:  # same value; scaling the (d, d) result saves two copies
+        kv = (k.transpose(-2, -1) @ v) / n
+    # One pass over q for numerator and normaliser: the mean key is an
+    # extra column next to the (d, d) key-value product.
+    kv = torch.cat([kv, k.mean(dim=-2).unsqueeze(-1)], dim=-1)
+    out = q @ kv
+    normaliser = out[..., d:] + NORMALISER_EPS
+    out = out[..., :d] / normaliser
+    return out.transpose(1, 2).reshape(B, N, C), kv, normaliser
+
+
+def focused_linear_attention_reference(
+        q: Tensor, k: Tensor, v: Tensor, scale: Tensor, focusing_factor: float,
+        num_heads: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """:func:`normalised_attention` of ``focusing_function(q)`` and
+    ``focusing_function(k)``, in PyTorch operations (differentiable)."""
+    return normalised_attention(
+        focusing_function(q, scale, focusing_factor),
+        focusing_function(k, scale, focusing_factor), v, num_heads)
+
+
+def _use_compiled(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> bool:
+    return (_EXT_HAS_OP and _use_fused(q, scale) and q.dim() == 3
+            and k.dim() == 3 and k.shape == v.shape and k.shape[1] > 0
+            and k.dtype == v.dtype == q.dtype
+            and k.device.type == v.device.type == 'cpu'
+            and not torch.is_autocast_enabled('cpu')
+            and not (torch.is_grad_enabled() and
+                     (q.requires_grad or k.requires_grad or v.requires_grad
+                      or scale.requires_grad)))
+
+
+def focused_linear_attention(q: Tensor, k: Tensor, v: Tensor, scale: Tensor,
+                             focusing_factor: float,
+                             num_heads: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Normalised focused linear attention, from the compiled kernel where
+    it applies (module docstring), else from
+    :func:`focused_linear_attention_reference`.
+
+    Args:
+        q: (B, N, C) queries before the focusing function.
+        k, v: (B, n, C) keys (positional encoding already added) and values.
+        scale: positive per-channel divisor of the focusing function,
+            broadcasting against q ((C,) or (1, 1, C)).
+        focusing_factor: the power p > 0.
+        num_heads: heads h; C / h channels each.
+
+    Returns:
+        out (B, N, C), the (B, h, d, d + 1) key-value product with the mean
+        focused key as its last column, and the (B, h, N, 1) normaliser.
+    """
+    if q.shape[-1] % num_heads:
+        raise ValueError(f'{num_heads} heads do not divide the '
+                         f'{q.shape[-1]} channels of q')
+    if _use_compiled(q, k, v, scale):
+        out, kv, normaliser = ext_module.focused_linear_forward(
+            q, k, v, scale.reshape(q.shape[-1]), float(focusing_factor),
+            num_heads)
+        return out, kv, normaliser
+    return focused_linear_attention_reference(q, k, v, scale, focusing_factor,
+                                              num_heads)

@@ -1,0 +1,38 @@
+// Copyright (c) mmlinattn contributors. All rights reserved.
+// Device-agnostic entry point of the normalised focused linear attention of
+// FLatten (Han et al., ICCV 2023) for h heads of d = C / h channels:
+//
+//   kv_h   = phi(k)_h^T v_h / n,            mean_h = mean_j phi(k_j)_h,
+//   z_i,h  = phi(q_i)_h . mean_h + 1e-6,    out_i,h = phi(q_i)_h kv_h / z_i,h
+//
+// with phi the focusing function of focusing_ops.hpp over all C channels of
+// a row. q (B, N, C), k and v (B, n, C) with unit channel stride (any row and
+// batch strides), scale (C,) contiguous, n >= 1. Returns out (B, N, C), kv
+// (B, h, d, d + 1) with mean_h as its last column, and z (B, h, N, 1): the
+// tensors the backward keeps. phi(k) and phi(q) are computed per block of
+// rows in cache and never written out. The key sums are taken per block of
+// kFocusedLinearRowsPerBlock(C) rows (a fixed partition) and the blocks are
+// added in order, so the result does not depend on the threads. Float and
+// double; sums accumulate in the input type.
+#ifndef MMLINATTN_FOCUSED_LINEAR_OPS_HPP
+#define MMLINATTN_FOCUSED_LINEAR_OPS_HPP
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+constexpr double kFocusedLinearNormaliserEps = 1e-6;
+
+// Rows per block: ~16 K elements of a (rows, C) block, a multiple of 4
+// within [16, 256].
+inline int64_t kFocusedLinearRowsPerBlock(int64_t C) {
+  return std::min<int64_t>(256, std::max<int64_t>(16, 16384 / C / 4 * 4));
+}
+
+std::vector<at::Tensor> focused_linear_forward_impl(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& scale, double p, int64_t heads);
+
+#endif  // MMLINATTN_FOCUSED_LINEAR_OPS_HPP

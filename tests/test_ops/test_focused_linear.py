@@ -1,0 +1,170 @@
+# Copyright (c) mmlinattn contributors. All rights reserved.
+"""The fused focused linear attention of mmlinattn._ext against the
+composition of the focusing function and the normalised products (values,
+head and block sizes around the vector and tile widths, strided inputs,
+dispatch, determinism, errors)."""
+import pytest
+import torch
+
+from mmlinattn.ops import (focused_linear_attention,
+                           focused_linear_attention_reference, reference_ops)
+from mmlinattn.ops import focused_linear as fl
+from mmlinattn.ops.ext_loader import ext_module
+
+pytestmark = pytest.mark.skipif(
+    ext_module is None or not hasattr(ext_module, 'focused_linear_forward'),
+    reason='mmlinattn._ext is not built (pip install --no-build-isolation '
+    '-e .)')
+
+TOL = {
+    torch.float32: dict(rtol=2e-5, atol=1e-6),
+    torch.float64: dict(rtol=1e-12, atol=1e-14)
+}
+
+
+def inputs(B, N, n, C, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (
+        torch.randn(B, m, C, generator=g, dtype=dtype) for m in (N, n, n))
+    scale = torch.rand(1, 1, C, generator=g, dtype=dtype) + 0.5
+    return q, k, v, scale
+
+
+@pytest.fixture
+def counting(count_ext_calls):
+    return count_ext_calls(fl, 'focused_linear_forward')
+
+
+def assert_matches_reference(q, k, v, scale, p, heads):
+    got = focused_linear_attention(q, k, v, scale, p, heads)
+    want = focused_linear_attention_reference(q, k, v, scale, p, heads)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        torch.testing.assert_close(a, b, **TOL[q.dtype])
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    'B, N, n, C, heads',
+    [
+        (1, 196, 196, 64, 1),  # PVT stage 1 (d = 64: whole vectors)
+        (2, 49, 49, 96, 3),  # Swin (d = 32)
+        (2, 37, 300, 40, 2),  # d = 20: a padded last vector; n > N
+        (3, 300, 17, 48, 2),  # more query blocks than key blocks
+        (1, 5, 9, 512, 8),  # rows per block at its lower bound
+        (2, 7, 3, 6, 6),  # d = 1
+        (1, 513, 513, 16, 1),  # blocks of 256 rows and a remainder
+    ])
+def test_kernel_matches_composition(counting, dtype, B, N, n, C, heads):
+    """out, the key-value product with its mean column and the normaliser
+    equal the composition's up to float rounding."""
+    assert_matches_reference(*inputs(B, N, n, C, dtype), 3., heads)
+    assert counting.calls == 1
+
+
+@pytest.mark.parametrize('p', [2.5, 1., 7.])
+def test_other_focusing_factors(counting, p):
+    assert_matches_reference(*inputs(2, 50, 30, 64, torch.float64), p, 2)
+    assert counting.calls == 1
+
+
+def test_strided_views_and_per_channel_scale(counting):
+    """q, k, v as the chunks of one qkv projection (row stride 3C) and a
+    (C,) scale give what contiguous copies give."""
+    g = torch.Generator().manual_seed(1)
+    qkv = torch.randn(2, 64, 3 * 32, generator=g)
+    q, k, v = qkv.chunk(3, dim=-1)
+    scale = torch.rand(32, generator=g) + 0.5
+    got = focused_linear_attention(q, k, v, scale, 3., 2)
+    want = focused_linear_attention(q.contiguous(), k.contiguous(),
+                                    v.contiguous(), scale.view(1, 1, 32), 3.,
+                                    2)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert counting.calls == 2
+
+
+def test_result_does_not_depend_on_the_threads():
+    q, k, v, scale = inputs(2, 700, 700, 64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = focused_linear_attention(q, k, v, scale, 3., 2)
+        torch.set_num_threads(max(2, threads))
+        many = focused_linear_attention(q, k, v, scale, 3., 2)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, many):
+        assert torch.equal(a, b)
+
+
+def test_empty_queries_and_batch(counting):
+    for B, N in ((2, 0), (0, 5)):
+        q, k, v, scale = inputs(B, N, 4, 8)
+        out, kv, normaliser = focused_linear_attention(q, k, v, scale, 3., 2)
+        assert out.shape == (B, N, 8) and kv.shape == (B, 2, 4, 5)
+        assert normaliser.shape == (B, 2, N, 1)
+    q, k, v, scale = inputs(2, 0, 4, 8)
+    torch.testing.assert_close(
+        focused_linear_attention(q, k, v, scale, 3., 2)[1],
+        focused_linear_attention_reference(q, k, v, scale, 3., 2)[1])
+
+
+def test_dispatch(counting):
+    """The kernel runs when autograd does not record; with gradients, in
+    reference_ops(), for half precision, under autocast and without keys
+    the composition runs."""
+    q, k, v, scale = inputs(1, 16, 16, 8)
+    focused_linear_attention(q, k, v, scale, 3., 2)
+    assert counting.calls == 1
+    q.requires_grad_()
+    out = focused_linear_attention(q, k, v, scale, 3., 2)[0]
+    assert counting.calls == 1 and out.requires_grad
+    with torch.no_grad():
+        focused_linear_attention(q, k, v, scale, 3., 2)
+    assert counting.calls == 2
+    q = q.detach()
+    with reference_ops():
+        focused_linear_attention(q, k, v, scale, 3., 2)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        focused_linear_attention(q, k, v, scale, 3., 2)
+    focused_linear_attention(*(t.to(torch.bfloat16) for t in (q, k, v)),
+                             scale.to(torch.bfloat16), 3., 2)
+    focused_linear_attention(q, k[:, :0], v[:, :0], scale, 3., 2)
+    assert counting.calls == 2
+
+
+def test_layer_forward_uses_the_kernel(counting):
+    """FLatten's attention takes the kernel without gradients and inside
+    its one-node core with them; the outputs match the reference ops."""
+    from mmlinattn.models.attention import FocusedLinearAttention
+    layer = FocusedLinearAttention(64, 2, key_grid=(7, 7)).eval()
+    torch.nn.init.normal_(layer.positional_encoding, std=0.5)
+    x = torch.randn(2, 49, 64)
+    with torch.no_grad():
+        got = layer(x, (7, 7))
+        assert counting.calls == 1
+        with reference_ops():
+            want = layer(x, (7, 7))
+    torch.testing.assert_close(got, want, **TOL[torch.float32])
+    layer(x, (7, 7)).sum().backward()
+    assert counting.calls == 2
+    assert layer.scale.grad is not None and layer.qkv.weight.grad is not None
+
+
+def test_errors_name_the_fix():
+    q, k, v, scale = inputs(1, 4, 4, 8)
+    s = scale.view(8)
+    with pytest.raises(ValueError, match='heads do not divide'):
+        focused_linear_attention(q, k, v, scale, 3., 3)
+    ext = ext_module.focused_linear_forward
+    with pytest.raises(ValueError, match=r'expected q \(B, N, C\)'):
+        ext(q, k[:, :, :4], v, s, 3., 2)
+    with pytest.raises(ValueError, match='at least one key'):
+        ext(q, k[:, :0], v[:, :0], s, 3., 2)
+    with pytest.raises(ValueError, match='focusing factor p must be finite'):
+        ext(q, k, v, s, 0., 2)
+    with pytest.raises(TypeError, match='cast them to one dtype'):
+        ext(q, k.double(), v, s, 3., 2)
+    with pytest.raises(TypeError, match='expected Float or Double'):
+        ext(q.half(), k.half(), v.half(), s.half(), 3., 2)
