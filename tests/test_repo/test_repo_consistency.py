@@ -142,3 +142,24 @@ def test_pinned_environment_is_what_ci_expects(repo_root):
     assert '+cpu' not in torch.__version__
     for toolbox in ('mmdet', 'mmseg', 'mmpretrain'):
         __import__(toolbox)
+
+
+def test_relative_links_in_the_docs_resolve(repo_root):
+    """Every relative Markdown link of the README and docs/ names a file
+    or folder inside the repository (raw benchmark records included), so
+    that it resolves on a clean clone."""
+    pages = [osp.join(repo_root, 'README.md')] + glob.glob(
+        osp.join(repo_root, 'docs', '**', '*.md'), recursive=True)
+    broken = []
+    for page in pages:
+        text = re.sub(r'```.*?```', '', open(page).read(), flags=re.S)
+        for target in re.findall(r'\]\(([^)\s]+)\)', text):
+            if re.match(r'[a-z][a-z0-9+.-]*:|#', target):
+                continue  # a URL or an anchor on the same page
+            path = osp.normpath(
+                osp.join(osp.dirname(page),
+                         target.split('#')[0]))
+            inside = path.startswith(osp.join(osp.abspath(repo_root), ''))
+            if not (inside and osp.exists(path)):
+                broken.append(f'{osp.relpath(page, repo_root)}: {target}')
+    assert pages and not broken, broken
