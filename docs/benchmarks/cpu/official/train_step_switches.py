@@ -11,7 +11,10 @@ names):
 * ``recompute``: the LayerNorm outputs recomputed in backward
   (``blocks.branch_of_recomputed_norm``);
 * ``dwc``: the compiled weight gradient of FLatten's DWC
-  (``ops.depthwise_conv2d``; off: plain ``F.conv2d``).
+  (``ops.depthwise_conv2d``; off: plain ``F.conv2d``);
+* ``fla``: FLatten's fused focused linear attention kernel
+  (``ops.focused_linear_attention``; off: the focusing kernel and batched
+  GEMMs).
 
 Prints each variant's median step time, its median speed-up over the
 official step and the median minor page faults per step
@@ -40,7 +43,7 @@ p.add_argument('bench_id')
 p.add_argument('--harness', required=True)
 p.add_argument('--src', required=True)
 p.add_argument('--switch', nargs='*', default=['bands', 'recompute'],
-               choices=['bands', 'recompute', 'dwc'])
+               choices=['bands', 'recompute', 'dwc', 'fla'])
 p.add_argument('--repeats', type=int, default=21)
 p.add_argument('--batch', type=int, default=4)
 p.add_argument('--no-official', action='store_true')
@@ -51,7 +54,7 @@ import paired_train  # noqa: E402
 
 from mmlinattn.models.utils import blocks  # noqa: E402
 from mmlinattn.models.utils.ffn import Mlp  # noqa: E402
-from mmlinattn.ops import depthwise_conv  # noqa: E402
+from mmlinattn.ops import depthwise_conv, focused_linear  # noqa: E402
 
 torch.set_num_threads(2)
 plugin = os.path.join(a.harness, 'mmlinattn_plugin.py')
@@ -82,6 +85,7 @@ SWITCHES = {
                                     recompute if on else plain_norm),
     'dwc': lambda on: setattr(depthwise_conv, '_use_compiled', compiled_dwc
                               if on else lambda *args: False),
+    'fla': lambda on: setattr(focused_linear, '_EXT_HAS_OP', on),
 }
 variants = {
     ', '.join(f'{s} {"on" if on else "off"}'
