@@ -1,11 +1,20 @@
 # Copyright (c) mmlinattn contributors. All rights reserved.
-"""Fixtures of the op tests."""
+"""Fixtures and the ``needs_ext_op`` marker of the op tests."""
 import types
 from typing import Callable
 
 import pytest
 
 from mmlinattn.ops.ext_loader import ext_module
+
+
+def pytest_runtest_setup(item):
+    """``@pytest.mark.needs_ext_op('name')`` (or a module's ``pytestmark``):
+    skip, saying how to build it, when ``mmlinattn._ext`` lacks ``name``."""
+    for mark in item.iter_markers('needs_ext_op'):
+        if ext_module is None or not hasattr(ext_module, mark.args[0]):
+            pytest.skip(f'mmlinattn._ext with {mark.args[0]} is not built '
+                        '(pip install --no-build-isolation -e .)')
 
 
 class CountingExt:

@@ -7,13 +7,8 @@ import torch.nn.functional as F
 
 from mmlinattn.ops import depthwise_conv2d, reference_ops
 from mmlinattn.ops.depthwise_conv import depthwise_conv2d_weight_grad
-from mmlinattn.ops.ext_loader import ext_module
 
-pytestmark = pytest.mark.skipif(
-    ext_module is None
-    or not hasattr(ext_module, 'depthwise_conv2d_weight_grad'),
-    reason='mmlinattn._ext is not built (pip install --no-build-isolation '
-    '-e .)')
+pytestmark = pytest.mark.needs_ext_op('depthwise_conv2d_weight_grad')
 
 TOL = {
     torch.float32: dict(rtol=1e-5, atol=1e-4),

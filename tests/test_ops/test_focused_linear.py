@@ -11,10 +11,7 @@ from mmlinattn.ops import (focused_linear_attention,
 from mmlinattn.ops import focused_linear as fl
 from mmlinattn.ops.ext_loader import ext_module
 
-pytestmark = pytest.mark.skipif(
-    ext_module is None or not hasattr(ext_module, 'focused_linear_forward'),
-    reason='mmlinattn._ext is not built (pip install --no-build-isolation '
-    '-e .)')
+pytestmark = pytest.mark.needs_ext_op('focused_linear_forward')
 
 TOL = {
     torch.float32: dict(rtol=2e-5, atol=1e-6),

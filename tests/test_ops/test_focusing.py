@@ -5,14 +5,11 @@ import pytest
 import torch
 
 from mmlinattn.models.attention import FocusedLinearAttention
-from mmlinattn.ops import (ext_available, focusing_backend, focusing_function,
+from mmlinattn.ops import (focusing_backend, focusing_function,
                            focusing_function_reference, reference_ops)
 from mmlinattn.ops.ext_loader import ext_module
 
-pytestmark = pytest.mark.skipif(
-    not ext_available() or not hasattr(ext_module, 'focusing_forward'),
-    reason='mmlinattn._ext is not built (pip install --no-build-isolation '
-    '-e .)')
+pytestmark = pytest.mark.needs_ext_op('focusing_forward')
 
 TOL = {
     torch.float32: dict(rtol=1e-5, atol=1e-5),

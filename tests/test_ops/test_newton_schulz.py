@@ -11,10 +11,7 @@ from mmlinattn.ops import (newton_schulz_steps, newton_schulz_steps_reference,
 from mmlinattn.ops import newton_schulz as ns
 from mmlinattn.ops.ext_loader import ext_module
 
-pytestmark = pytest.mark.skipif(
-    ext_module is None or not hasattr(ext_module, 'newton_schulz_steps'),
-    reason='mmlinattn._ext is not built (pip install --no-build-isolation '
-    '-e .)')
+pytestmark = pytest.mark.needs_ext_op('newton_schulz_steps')
 
 TOL = {
     torch.float32: dict(rtol=1e-5, atol=1e-5),

@@ -24,13 +24,7 @@
 
 namespace {
 
-using mmlinattn::cpu::focus_rows;
-using mmlinattn::cpu::kLanes;
-using mmlinattn::cpu::lane_sum;
-using mmlinattn::cpu::load;
-using mmlinattn::cpu::store;
-using mmlinattn::cpu::tiled_product;
-using mmlinattn::cpu::Vec;
+using namespace mmlinattn::cpu;  // NOLINT: the kernels' vector helpers
 
 struct Geometry {
   int64_t N, n, C, heads, d, ld, rows;  // ld: d padded to whole vectors

@@ -17,21 +17,13 @@
 
 namespace {
 
-using mmlinattn::cpu::kernel_row;
-using mmlinattn::cpu::kLanes;
-using mmlinattn::cpu::lane_sum;
-using mmlinattn::cpu::load;
-using mmlinattn::cpu::power_minus_one;
-using mmlinattn::cpu::store;
-using mmlinattn::cpu::tail;
-using mmlinattn::cpu::Vec;
-using mmlinattn::cpu::vpower_minus_one;
+using namespace mmlinattn::cpu;  // NOLINT: the kernels' vector helpers
 
 template <typename T, bool Cube>
 MMLINATTN_SIMD_CLONES void forward_rows(const T* x, int64_t x_stride,
                                         const T* s, T* out, int64_t rows,
                                         int64_t C, T p) {
-  mmlinattn::cpu::focus_rows<T, Cube>(x, x_stride, s, out, C, rows, C, p);
+  focus_rows<T, Cube>(x, x_stride, s, out, C, rows, C, p);
 }
 
 // Rows [0, rows) of one block; ds (C,) accumulates -g_t t / s if given.
