@@ -18,14 +18,16 @@ values equal the reference's up to float rounding.
 Dispatch: the kernel runs where the fused focusing kernel does (float32 /
 float64 CPU tensors, a per-channel ``scale``, eager mode, outside
 :func:`~mmlinattn.ops.reference_ops`), outside autocast, with at least one
-key, and when autograd does not record (the kernel has no backward of its
-own: it runs under ``torch.no_grad`` and inside the forward of autograd
-Functions such as FLatten's attention core, whose backward recomputes phi).
+key, and when autograd does not record, backward or forward mode (the kernel
+has no derivative of its own: it runs under ``torch.no_grad`` and inside the
+forward of autograd Functions such as FLatten's attention core, whose
+backward recomputes phi).
 Otherwise :func:`focused_linear_attention_reference` runs.
 """
 from typing import Tuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from .ext_loader import ext_module
@@ -76,15 +78,20 @@ def focused_linear_attention_reference(
         focusing_function(k, scale, focusing_factor), v, num_heads)
 
 
+def _records_gradients(*tensors: Tensor) -> bool:
+    """Whether autograd records through ``tensors``: backward mode, or
+    forward mode (dual tensors carry a tangent)."""
+    return ((torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+            or any(fwAD.unpack_dual(t).tangent is not None for t in tensors))
+
+
 def _use_compiled(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> bool:
     return (_EXT_HAS_OP and _use_fused(q, scale) and q.dim() == 3
             and k.dim() == 3 and k.shape == v.shape and k.shape[1] > 0
             and k.dtype == v.dtype == q.dtype
             and k.device.type == v.device.type == 'cpu'
             and not torch.is_autocast_enabled('cpu')
-            and not (torch.is_grad_enabled() and
-                     (q.requires_grad or k.requires_grad or v.requires_grad
-                      or scale.requires_grad)))
+            and not _records_gradients(q, k, v, scale))
 
 
 def focused_linear_attention(q: Tensor, k: Tensor, v: Tensor, scale: Tensor,

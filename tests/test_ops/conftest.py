@@ -30,9 +30,9 @@ class CountingExt:
         if attr != self._name:
             return function
 
-        def counted(*args):
+        def counted(*args, **kwargs):
             self.calls += 1
-            return function(*args)
+            return function(*args, **kwargs)
 
         return counted
 

@@ -51,6 +51,7 @@ def assert_matches_reference(q, k, v, scale, p, heads):
         (1, 5, 9, 512, 8),  # rows per block at its lower bound
         (2, 7, 3, 6, 6),  # d = 1
         (1, 513, 513, 16, 1),  # blocks of 256 rows and a remainder
+        (1, 40, 300, 256, 1),  # one wide head: key blocks of ld rows
     ])
 def test_kernel_matches_composition(counting, dtype, B, N, n, C, heads):
     """out, the key-value product with its mean column and the normaliser
@@ -131,6 +132,34 @@ def test_dispatch(counting):
     assert counting.calls == 2
 
 
+def test_forward_mode_ad_takes_the_composition(counting):
+    """A dual tensor carries a tangent without requires_grad: the kernel,
+    which has no derivative, must not drop it. The composition raises where
+    the fused focusing kernel has no forward-mode formula, and gives the
+    tangent with the reference ops."""
+    import torch.autograd.forward_ad as fwAD
+    q, k, v, scale = inputs(1, 6, 5, 8, torch.float64)
+    tangent = torch.randn_like(q)
+
+    def attention_tangent():
+        with fwAD.dual_level():
+            out = focused_linear_attention(
+                fwAD.make_dual(q, tangent), k, v, scale, 3., 2)[0]
+            return fwAD.unpack_dual(out).tangent
+
+    with pytest.raises(NotImplementedError, match='jvp'):
+        attention_tangent()
+    with reference_ops():
+        got = attention_tangent()
+    eps = 1e-6  # central difference in float64
+    want = (focused_linear_attention_reference(q + eps * tangent, k, v, scale,
+                                               3., 2)[0] -
+            focused_linear_attention_reference(q - eps * tangent, k, v, scale,
+                                               3., 2)[0]) / (2 * eps)
+    assert counting.calls == 0
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
 def test_layer_forward_uses_the_kernel(counting):
     """FLatten's attention takes the kernel without gradients and inside
     its one-node core with them; the outputs match the reference ops."""
@@ -157,6 +186,8 @@ def test_errors_name_the_fix():
     ext = ext_module.focused_linear_forward
     with pytest.raises(ValueError, match=r'expected q \(B, N, C\)'):
         ext(q, k[:, :, :4], v, s, 3., 2)
+    with pytest.raises(ValueError, match='at least one channel'):
+        ext(q[..., :0], k[..., :0], v[..., :0], s[:0], 3., 1)
     with pytest.raises(ValueError, match='at least one key'):
         ext(q, k[:, :0], v[:, :0], s, 3., 2)
     with pytest.raises(ValueError, match='focusing factor p must be finite'):

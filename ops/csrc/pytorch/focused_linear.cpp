@@ -38,6 +38,7 @@ std::vector<at::Tensor> focused_linear_forward(const at::Tensor& q,
       op, ": expected q (B, N, C), k and v (B, n, C) and scale (C,), got q=",
       shape_str(q), ", k=", shape_str(k), ", v=", shape_str(v),
       ", scale=", shape_str(scale));
+  TORCH_CHECK_VALUE(q.size(2) >= 1, op, ": needs at least one channel");
   TORCH_CHECK_VALUE(heads >= 1 && q.size(2) % heads == 0, op, ": ", heads,
                     " heads do not divide C = ", q.size(2));
   TORCH_CHECK_VALUE(k.size(1) >= 1, op,

@@ -27,7 +27,10 @@ namespace {
 using namespace mmlinattn::cpu;  // NOLINT: the kernels' vector helpers
 
 struct Geometry {
-  int64_t N, n, C, heads, d, ld, rows;  // ld: d padded to whole vectors
+  int64_t N, n, C, heads, d;
+  int64_t ld;         // d padded to whole vectors
+  int64_t rows;       // query rows per block
+  int64_t key_rows;   // key rows per block
 };
 
 // One block of rows [r0, r0 + rows) of one image's keys: partial (heads, d,
@@ -39,7 +42,7 @@ MMLINATTN_SIMD_CLONES void key_block(const Geometry& g, const T* k,
                                      const T* s, T p, int64_t r0, T* phi,
                                      T* v_pad, T* partial, T* sums) {
   constexpr int64_t L = kLanes<T>;
-  const int64_t rows = std::min(g.rows, g.n - r0), C = g.C, d = g.d;
+  const int64_t rows = std::min(g.key_rows, g.n - r0), C = g.C, d = g.d;
   focus_rows<T, Cube>(k + r0 * k_row, k_row, s, phi, C, rows, C, p);
   int64_t c0 = 0;
   for (; c0 + L <= C; c0 += L) {
@@ -109,8 +112,7 @@ std::vector<at::Tensor> focused_linear_forward_cpu(
     const at::Tensor& scale, double p, int64_t heads) {
   const int64_t B = q.size(0), C = q.size(2), d = C / heads;
   Geometry g{q.size(1), k.size(1), C, heads, d, 0,
-             kFocusedLinearRowsPerBlock(C)};
-  const int64_t key_blocks = (g.n + g.rows - 1) / g.rows;
+             kFocusedLinearRowsPerBlock(C), 0};
   const int64_t query_blocks = (g.N + g.rows - 1) / g.rows;
   auto out = at::empty({B, g.N, C}, q.options());
   auto kv = at::empty({B, heads, d, d + 1}, q.options());
@@ -119,6 +121,8 @@ std::vector<at::Tensor> focused_linear_forward_cpu(
     using T = scalar_t;
     constexpr int64_t L = kLanes<T>;
     g.ld = (d + L - 1) / L * L;
+    g.key_rows = kFocusedLinearKeyRowsPerBlock(C, g.ld);
+    const int64_t key_blocks = (g.n + g.key_rows - 1) / g.key_rows;
     const bool cube = p == 3.0;
     const auto keys = cube ? key_block<T, true> : key_block<T, false>;
     const auto queries = cube ? query_block<T, true> : query_block<T, false>;
@@ -130,39 +134,37 @@ std::vector<at::Tensor> focused_linear_forward_cpu(
     const int64_t kv_size = heads * d * g.ld;
     std::vector<T> partial(B * key_blocks * kv_size), sums(B * key_blocks * C);
     at::parallel_for(0, B * key_blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> phi(g.rows * C), v_pad(g.rows * heads * g.ld, T(0));
+      std::vector<T> phi(g.key_rows * C);
+      std::vector<T> v_pad(g.key_rows * heads * g.ld, T(0));
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / key_blocks, blk = item % key_blocks;
         keys(g, kp + b * k.stride(0), k.stride(1), vp + b * v.stride(0),
-             v.stride(1), sp, pp, blk * g.rows, phi.data(), v_pad.data(),
+             v.stride(1), sp, pp, blk * g.key_rows, phi.data(), v_pad.data(),
              partial.data() + item * kv_size, sums.data() + item * C);
       }
     });
-    // blocks added in order: kv (B, heads, d, ld) / n and the mean key
+    // Per row c of the stacked (heads * d, ld) key-value products: the
+    // blocks added in order, / n, then kv's row with the mean key c.
     std::vector<T> kv_pad(B * kv_size), mean(B * C);
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        T* kvb = kv_pad.data() + b * kv_size;
-        T* mb = mean.data() + b * C;
-        const T* pb = partial.data() + b * key_blocks * kv_size;
-        const T* sb = sums.data() + b * key_blocks * C;
-        std::copy(pb, pb + kv_size, kvb);
-        std::copy(sb, sb + C, mb);
+    const T n = static_cast<T>(g.n);
+    T* kvo = kv.data_ptr<T>();
+    at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / C, c = item % C;
+        T* row = kv_pad.data() + b * kv_size + c * g.ld;
+        const T* pb = partial.data() + b * key_blocks * kv_size + c * g.ld;
+        const T* sb = sums.data() + b * key_blocks * C + c;
+        T sum = sb[0];
+        std::copy(pb, pb + g.ld, row);
         for (int64_t blk = 1; blk < key_blocks; ++blk) {
-          for (int64_t i = 0; i < kv_size; ++i)
-            kvb[i] += pb[blk * kv_size + i];
-          for (int64_t c = 0; c < C; ++c) mb[c] += sb[blk * C + c];
+          for (int64_t j = 0; j < g.ld; ++j) row[j] += pb[blk * kv_size + j];
+          sum += sb[blk * C];
         }
-        for (int64_t i = 0; i < kv_size; ++i) kvb[i] /= static_cast<T>(g.n);
-        for (int64_t c = 0; c < C; ++c) mb[c] /= static_cast<T>(g.n);
-        T* kvo = kv.data_ptr<T>() + b * heads * d * (d + 1);
-        for (int64_t h = 0; h < heads; ++h)
-          for (int64_t i = 0; i < d; ++i) {
-            T* row = kvo + (h * d + i) * (d + 1);
-            std::copy(kvb + (h * d + i) * g.ld, kvb + (h * d + i) * g.ld + d,
-                      row);
-            row[d] = mb[h * d + i];
-          }
+        for (int64_t j = 0; j < g.ld; ++j) row[j] /= n;
+        mean[b * C + c] = sum / n;
+        T* kv_row = kvo + (b * C + c) * (d + 1);
+        std::copy(row, row + d, kv_row);
+        kv_row[d] = mean[b * C + c];
       }
     });
     T* op = out.data_ptr<T>();
