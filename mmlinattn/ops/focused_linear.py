@@ -117,9 +117,10 @@ def focused_linear_attention(q: Tensor, k: Tensor, v: Tensor, scale: Tensor,
         raise ValueError(f'{num_heads} heads do not divide the '
                          f'{q.shape[-1]} channels of q')
     if _use_compiled(q, k, v, scale):
-        out, kv, normaliser = ext_module.focused_linear_forward(
-            q, k, v, scale.reshape(q.shape[-1]), float(focusing_factor),
-            num_heads)
-        return out, kv, normaliser
+        return tuple(
+            ext_module.focused_linear_forward(q, k, v,
+                                              scale.reshape(q.shape[-1]),
+                                              float(focusing_factor),
+                                              num_heads))
     return focused_linear_attention_reference(q, k, v, scale, focusing_factor,
                                               num_heads)

@@ -113,33 +113,51 @@ __attribute__((always_inline)) inline Vec<T> vpower_minus_one(Vec<T> v, T p) {
   }
 }
 
+// One pass over a row t (C,) with inv_m = 1 / max(t): tau = t inv_m and
+// tau^p, the sums of tau^2 and tau^2p accumulated into the lanes of av and
+// bv, and each vector of tau^p handed to vector(c0, tau^p) (columns past the
+// last full vector: lane(c, lane index, tau^p)).
+template <typename T, bool Cube, typename VectorFn, typename LaneFn>
+__attribute__((always_inline)) inline void power_pass(const T* t, T inv_m,
+                                                      int64_t C, T p,
+                                                      Vec<T>& av, Vec<T>& bv,
+                                                      VectorFn vector,
+                                                      LaneFn lane) {
+  constexpr int64_t L = kLanes<T>;
+  int64_t c0 = 0;
+  for (; c0 + L <= C; c0 += L) {
+    const Vec<T> tau = load(t + c0) * inv_m;
+    const Vec<T> tp = vpower_minus_one<T, Cube>(tau, p) * tau;
+    av += tau * tau;
+    bv += tp * tp;
+    vector(c0, tp);
+  }
+  tail<T>(c0, C, [&](int64_t c, int64_t l) {
+    const T tau = t[c] * inv_m;
+    const T tp = power_minus_one<T, Cube>(tau, p) * tau;
+    av[l] += tau * tau;
+    bv[l] += tp * tp;
+    lane(c, l, tp);
+  });
+}
+
 // phi_p of rows [0, rows) of x (row stride x_stride) into out (row stride
 // out_stride).
 template <typename T, bool Cube>
 __attribute__((always_inline)) inline void focus_rows(
     const T* x, int64_t x_stride, const T* s, T* out, int64_t out_stride,
     int64_t rows, int64_t C, T p) {
-  constexpr int64_t L = kLanes<T>;
   for (int64_t r = 0; r < rows; ++r) {
     T* o = out + r * out_stride;
     const T m = kernel_row(x + r * x_stride, s, o, C), inv_m = T(1) / m;
-    // tau^p into o; a, b: sums of tau^2 and tau^2p
+    // tau^p into o
     Vec<T> av = {}, bv = {};
-    int64_t c0 = 0;
-    for (; c0 + L <= C; c0 += L) {
-      const Vec<T> tau = load(o + c0) * inv_m;
-      const Vec<T> tp = vpower_minus_one<T, Cube>(tau, p) * tau;
-      av += tau * tau;
-      bv += tp * tp;
-      store(o + c0, tp);
-    }
-    tail<T>(c0, C, [&](int64_t c, int64_t l) {
-      const T tau = o[c] * inv_m;
-      const T tp = power_minus_one<T, Cube>(tau, p) * tau;
-      av[l] += tau * tau;
-      bv[l] += tp * tp;
-      o[c] = tp;
-    });
+    power_pass<T, Cube>(
+        o, inv_m, C, p, av, bv,
+        [&](int64_t c0, Vec<T> tp)
+            __attribute__((always_inline)) { store(o + c0, tp); },
+        [&](int64_t c, int64_t, T tp)
+            __attribute__((always_inline)) { o[c] = tp; });
     const T factor =
         m * std::sqrt(lane_sum<T>(av)) / std::sqrt(lane_sum<T>(bv));
     for (int64_t c = 0; c < C; ++c) o[c] *= factor;

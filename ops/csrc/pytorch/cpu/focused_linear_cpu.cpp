@@ -112,7 +112,7 @@ std::vector<at::Tensor> focused_linear_forward_cpu(
     const at::Tensor& scale, double p, int64_t heads) {
   const int64_t B = q.size(0), C = q.size(2), d = C / heads;
   Geometry g{q.size(1), k.size(1), C, heads, d, 0,
-             kFocusedLinearRowsPerBlock(C), 0};
+             focused_linear_query_rows(C), 0};
   const int64_t query_blocks = (g.N + g.rows - 1) / g.rows;
   auto out = at::empty({B, g.N, C}, q.options());
   auto kv = at::empty({B, heads, d, d + 1}, q.options());
@@ -121,7 +121,7 @@ std::vector<at::Tensor> focused_linear_forward_cpu(
     using T = scalar_t;
     constexpr int64_t L = kLanes<T>;
     g.ld = (d + L - 1) / L * L;
-    g.key_rows = kFocusedLinearKeyRowsPerBlock(C, g.ld);
+    g.key_rows = focused_linear_key_rows(C, g.ld);
     const int64_t key_blocks = (g.n + g.key_rows - 1) / g.key_rows;
     const bool cube = p == 3.0;
     const auto keys = cube ? key_block<T, true> : key_block<T, false>;

@@ -39,27 +39,19 @@ MMLINATTN_SIMD_CLONES void backward_rows(const T* g, const T* x,
     T* o = gx + r * C;  // holds t until the last pass
     const T inv_m = T(1) / kernel_row(xr, s, o, C);
     Vec<T> av = {}, bv = {}, gv = {};
-    int64_t c0 = 0;
-    for (; c0 + L <= C; c0 += L) {
-      const Vec<T> tau = load(o + c0) * inv_m;
-      const Vec<T> tp = vpower_minus_one<T, Cube>(tau, p) * tau;
-      av += tau * tau;
-      bv += tp * tp;
-      gv += load(gr + c0) * tp;
-    }
-    tail<T>(c0, C, [&](int64_t c, int64_t l) {
-      const T tau = o[c] * inv_m;
-      const T tp = power_minus_one<T, Cube>(tau, p) * tau;
-      av[l] += tau * tau;
-      bv[l] += tp * tp;
-      gv[l] += gr[c] * tp;
-    });
+    power_pass<T, Cube>(
+        o, inv_m, C, p, av, bv,
+        [&](int64_t c0, Vec<T> tp)
+            __attribute__((always_inline)) { gv += load(gr + c0) * tp; },
+        [&](int64_t c, int64_t l, T tp)
+            __attribute__((always_inline)) { gv[l] += gr[c] * tp; });
     const T a = std::sqrt(lane_sum<T>(av)), b = std::sqrt(lane_sum<T>(bv));
     const T gdot = lane_sum<T>(gv);
     const T c_tau = gdot / (a * b), c_pow = p * a / b, c_g = gdot / (b * b);
     // g_t, then dx = g_t / s where x > 0 and ds -= g_t t / s
     const Vec<T> zero = {};
-    for (c0 = 0; c0 + L <= C; c0 += L) {
+    int64_t c0 = 0;
+    for (; c0 + L <= C; c0 += L) {
       const Vec<T> t = load(o + c0), sv = load(s + c0);
       const Vec<T> tau = t * inv_m;
       const Vec<T> tpm1 = vpower_minus_one<T, Cube>(tau, p);
