@@ -3,6 +3,8 @@
 from .depthwise_conv import depthwise_conv2d
 from .ext_loader import ext_available, ext_has_cuda, reference_ops
 from .focused_linear import (focused_linear_attention,
+                             focused_linear_attention_backward,
+                             focused_linear_attention_backward_reference,
                              focused_linear_attention_reference)
 from .focusing import (focusing_backend, focusing_function,
                        focusing_function_reference)
@@ -21,5 +23,7 @@ __all__ = [
     'gaussian_kernel_t_matmul_reference', 'reference_ops', 'ops_backend',
     'focusing_function', 'focusing_function_reference', 'focusing_backend',
     'depthwise_conv2d', 'newton_schulz_steps', 'newton_schulz_steps_reference',
-    'focused_linear_attention', 'focused_linear_attention_reference'
+    'focused_linear_attention', 'focused_linear_attention_reference',
+    'focused_linear_attention_backward',
+    'focused_linear_attention_backward_reference'
 ]

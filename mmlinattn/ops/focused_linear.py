@@ -20,21 +20,31 @@ float64 CPU tensors, a per-channel ``scale``, eager mode, outside
 :func:`~mmlinattn.ops.reference_ops`), outside autocast, with at least one
 key, and when autograd does not record, backward or forward mode (the kernel
 has no derivative of its own: it runs under ``torch.no_grad`` and inside the
-forward of autograd Functions such as FLatten's attention core, whose
-backward recomputes phi).
+forward of autograd Functions such as FLatten's attention core).
 Otherwise :func:`focused_linear_attention_reference` runs.
+
+:func:`focused_linear_attention_backward` gives that core's gradients from
+the forward's inputs, key-value product and normaliser: a second CPU kernel
+recomputes phi(q) and phi(k) per block in cache and applies the closed-form
+gradients there (unfused: ~5 batched GEMMs, the focusing backward of both
+and a dozen passes over (B, N, C) tensors, as
+:func:`focused_linear_attention_backward_reference` writes them). Same
+conditions, without the autograd one.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from .ext_loader import ext_module
-from .focusing import _use_fused, focusing_function
+from .focusing import (_use_fused, focusing_function,
+                       focusing_function_backward)
 
 _EXT_HAS_OP = ext_module is not None and hasattr(ext_module,
                                                  'focused_linear_forward')
+_EXT_HAS_BACKWARD = ext_module is not None and hasattr(
+    ext_module, 'focused_linear_backward')
 
 # Normaliser epsilon of the official code (LeapLabTHU/FLatten-Transformer
 # after the 2024-05 stability rewrite); the kernel uses the same constant
@@ -85,11 +95,16 @@ def _records_gradients(*tensors: Tensor) -> bool:
             or any(fwAD.unpack_dual(t).tangent is not None for t in tensors))
 
 
-def _use_compiled(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> bool:
-    return (_EXT_HAS_OP and _use_fused(q, scale) and q.dim() == 3
-            and k.dim() == 3 and k.shape == v.shape and k.shape[1] > 0
+def _kernel_takes(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> bool:
+    """The conditions both kernels share."""
+    return (_use_fused(q, scale) and q.dim() == 3 and k.dim() == 3
+            and k.shape == v.shape and k.shape[1] > 0
             and k.dtype == v.dtype == q.dtype
-            and k.device.type == v.device.type == 'cpu'
+            and k.device.type == v.device.type == 'cpu')
+
+
+def _use_compiled(q: Tensor, k: Tensor, v: Tensor, scale: Tensor) -> bool:
+    return (_EXT_HAS_OP and _kernel_takes(q, k, v, scale)
             and not torch.is_autocast_enabled('cpu')
             and not _records_gradients(q, k, v, scale))
 
@@ -124,3 +139,72 @@ def focused_linear_attention(q: Tensor, k: Tensor, v: Tensor, scale: Tensor,
                                               num_heads))
     return focused_linear_attention_reference(q, k, v, scale, focusing_factor,
                                               num_heads)
+
+
+def focused_linear_attention_backward_reference(
+        grad: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: Tensor,
+        kv: Tensor, normaliser: Tensor, focusing_factor: float,
+        num_heads: int, need_scale: bool = True
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """:func:`focused_linear_attention_backward` in PyTorch operations:
+    phi recomputed by the focusing function, the closed-form gradients of
+    the two products and the division as batched GEMMs."""
+    p, h = focusing_factor, num_heads
+    B, N, C = q.shape
+    n, d = k.shape[1], C // h
+    phi_q = focusing_function(q, scale, p).view(B, N, h, d).transpose(1, 2)
+    phi_k = focusing_function(k, scale, p).view(B, n, h, d).transpose(1, 2)
+    v_h = v.reshape(B, n, h, d).transpose(1, 2)
+    g = grad.reshape(B, N, h, d).transpose(1, 2)
+    numerator = phi_q @ kv[..., :d]
+    # d out / d [numerator | normaliser], then through out = phi_q @ kv
+    g_out = torch.cat([
+        g / normaliser,
+        -(g * numerator).sum(-1, keepdim=True) / normaliser.square()
+    ], dim=-1)  # (B, h, N, d + 1)
+    g_phi_q = g_out @ kv.transpose(-2, -1)
+    g_kv = phi_q.transpose(-2, -1) @ g_out  # (B, h, d, d + 1)
+    g_kv_d = g_kv[..., :d] / n
+    g_phi_k = v_h @ g_kv_d.transpose(-2, -1) + g_kv[..., d:].transpose(
+        -2, -1) / n
+    g_v = phi_k @ g_kv_d
+    g_q, g_scale_q = focusing_function_backward(
+        g_phi_q.transpose(1, 2).reshape(B, N, C), q, scale, p, need_scale)
+    g_k, g_scale_k = focusing_function_backward(
+        g_phi_k.transpose(1, 2).reshape(B, n, C), k, scale, p, need_scale)
+    return (g_q, g_k, g_v.transpose(1, 2).reshape(B, n, C),
+            g_scale_q + g_scale_k if need_scale else None)
+
+
+def focused_linear_attention_backward(
+        grad: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: Tensor,
+        kv: Tensor, normaliser: Tensor, focusing_factor: float,
+        num_heads: int, need_scale: bool = True
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """Gradients of :func:`focused_linear_attention`'s output for the
+    upstream ``grad`` (B, N, C), from the compiled kernel where it applies
+    (module docstring), else from
+    :func:`focused_linear_attention_backward_reference`.
+
+    Args:
+        grad: (B, N, C) gradient of ``out``.
+        q, k, v, scale, focusing_factor, num_heads: the forward's inputs.
+        kv, normaliser: the forward's key-value product (with the mean key
+            as its last column) and normaliser.
+        need_scale: also return the gradient of ``scale``.
+
+    Returns:
+        The gradients of q, k, v and of ``scale`` (in its shape; ``None``
+        unless ``need_scale``). Not differentiable itself.
+    """
+    if (_EXT_HAS_BACKWARD and _kernel_takes(q, k, v, scale)
+            and grad.dtype == kv.dtype == normaliser.dtype == q.dtype):
+        channels = q.shape[-1]
+        g_q, g_k, g_v, partials = ext_module.focused_linear_backward(
+            grad, q, k, v, scale.reshape(channels), kv, normaliser,
+            float(focusing_factor), num_heads, need_scale)
+        return (g_q, g_k, g_v,
+                partials.sum(0).view(scale.shape) if need_scale else None)
+    return focused_linear_attention_backward_reference(
+        grad, q, k, v, scale, kv, normaliser, focusing_factor, num_heads,
+        need_scale)

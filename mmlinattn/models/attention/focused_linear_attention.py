@@ -14,9 +14,9 @@ from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.ops.depthwise_conv import depthwise_conv2d
-from mmlinattn.ops.focused_linear import focused_linear_attention
-from mmlinattn.ops.focusing import (focusing_function,
-                                    focusing_function_backward)
+from mmlinattn.ops.focused_linear import (focused_linear_attention,
+                                          focused_linear_attention_backward)
+from mmlinattn.ops.focusing import focusing_function
 from mmlinattn.registry import register_model
 from ..utils import (Linear, hand_written_backward_applies, head_dims,
                      nchw_as_tokens, resize_grid_table_on_load,
@@ -28,16 +28,15 @@ Grid = Tuple[int, int]
 
 class _FocusedLinearCore(torch.autograd.Function):
     """:func:`~mmlinattn.ops.focused_linear_attention` (phi(q), phi(k) and
-    the normalised products; the fused CPU kernel where it applies) as one
-    autograd node that keeps q, k, v, the (d, d + 1) products and the
-    normaliser.
+    the normalised products) as one autograd node that keeps q, k, v, the
+    (d, d + 1) products and the normaliser; backward is
+    :func:`~mmlinattn.ops.focused_linear_attention_backward`, which
+    recomputes phi (the fused CPU kernels where they apply, both ways).
 
     Autograd of the composition also keeps phi(q), phi(k) and the (N, d)
-    numerator, three more (B, N, C) tensors per layer; backward here
-    recomputes phi with the fused focusing kernel and applies the
-    closed-form gradients of the two products and the division. Same
-    forward values (the same operations); gradients equal autograd's up to
-    float summation order.
+    numerator, three more (B, N, C) tensors per layer. Same forward values
+    (the same operations); gradients equal autograd's up to float summation
+    order.
     """
 
     @staticmethod
@@ -51,35 +50,9 @@ class _FocusedLinearCore(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        q, k, v, scale, kv, normaliser = ctx.saved_tensors
-        p, h = ctx.focusing_factor, ctx.num_heads
-        B, N, C = q.shape
-        n, d = k.shape[1], C // h
-        phi_q = focusing_function(q, scale, p).view(B, N, h, d).transpose(
-            1, 2)
-        phi_k = focusing_function(k, scale, p).view(B, n, h, d).transpose(
-            1, 2)
-        v_h = v.reshape(B, n, h, d).transpose(1, 2)
-        g = grad.reshape(B, N, h, d).transpose(1, 2)
-        numerator = phi_q @ kv[..., :d]
-        # d out / d [numerator | normaliser], then through out = phi_q @ kv
-        g_out = torch.cat([
-            g / normaliser,
-            -(g * numerator).sum(-1, keepdim=True) / normaliser.square()
-        ], dim=-1)  # (B, h, N, d + 1)
-        g_phi_q = g_out @ kv.transpose(-2, -1)
-        g_kv = phi_q.transpose(-2, -1) @ g_out  # (B, h, d, d + 1)
-        g_kv_d = g_kv[..., :d] / n
-        g_phi_k = v_h @ g_kv_d.transpose(-2, -1) + g_kv[..., d:].transpose(
-            -2, -1) / n
-        g_v = phi_k @ g_kv_d
-        need_scale = ctx.needs_input_grad[3]
-        g_q, g_scale_q = focusing_function_backward(
-            g_phi_q.transpose(1, 2).reshape(B, N, C), q, scale, p, need_scale)
-        g_k, g_scale_k = focusing_function_backward(
-            g_phi_k.transpose(1, 2).reshape(B, n, C), k, scale, p, need_scale)
-        return (g_q, g_k, g_v.transpose(1, 2).reshape(B, n, C),
-                g_scale_q + g_scale_k if need_scale else None, None, None)
+        return (*focused_linear_attention_backward(
+            grad, *ctx.saved_tensors, ctx.focusing_factor, ctx.num_heads,
+            ctx.needs_input_grad[3]), None, None)
 
 
 def _check_grid(name: str, grid: Sequence[int]) -> Grid:

@@ -44,6 +44,17 @@ __attribute__((always_inline)) inline void store(T* p, Vec<T> v) {
   std::memcpy(p, &v, sizeof(v));
 }
 
+// The first min(count, lanes) elements of v to p (a row's last, partial,
+// vector).
+template <typename T>
+__attribute__((always_inline)) inline void store_first(T* p, Vec<T> v,
+                                                       int64_t count) {
+  if (count >= kLanes<T>)
+    store(p, v);
+  else
+    std::memcpy(p, &v, sizeof(T) * count);
+}
+
 }  // namespace cpu
 }  // namespace mmlinattn
 

@@ -14,6 +14,18 @@
 // focused_linear_key_rows rows (a fixed partition by C and d) and the
 // blocks are added in order, so the result does not depend on the threads.
 // Float and double; sums accumulate in the input type. C >= 1, n >= 1.
+//
+// The backward takes the upstream gradient g (B, N, C) and the forward's
+// inputs, kv and z, recomputes phi(q) and phi(k) per block in cache and
+// applies the closed-form gradients, per head with G = g / z:
+//
+//   u = G KV^T,  gz = -(phi(q) . u) / z,  g_phi(q) = u + gz mean,
+//   g_KV = phi(q)^T G,  g_mean = sum_i gz_i phi(q_i),
+//   g_v = phi(k) g_KV / n,  g_phi(k) = v g_KV^T / n + g_mean / n,
+//
+// then the focusing backward of g_phi(q) and g_phi(k). It returns grad_q,
+// grad_k, grad_v and, with with_scale, the scale gradient as (blocks, C)
+// partials of the fixed query and key blocks (their sum is the gradient).
 #ifndef MMLINATTN_FOCUSED_LINEAR_OPS_HPP
 #define MMLINATTN_FOCUSED_LINEAR_OPS_HPP
 
@@ -41,5 +53,12 @@ inline int64_t focused_linear_key_rows(int64_t C, int64_t ld) {
 std::vector<at::Tensor> focused_linear_forward_impl(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& scale, double p, int64_t heads);
+
+// {grad_q, grad_k, grad_v, scale partials (blocks, C) or undefined}; kv and
+// z contiguous, g with unit channel stride.
+std::vector<at::Tensor> focused_linear_backward_impl(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& scale, const at::Tensor& kv,
+    const at::Tensor& z, double p, int64_t heads, bool with_scale);
 
 #endif  // MMLINATTN_FOCUSED_LINEAR_OPS_HPP

@@ -164,6 +164,53 @@ __attribute__((always_inline)) inline void focus_rows(
   }
 }
 
+// The focusing function's backward (focusing_ops.hpp) for rows [0, rows):
+// upstream gradient g (row stride g_stride), inputs x (row stride x_stride)
+// into gx (row stride gx_stride; holds t until the row's last pass, so it
+// must not alias g or x); ds (C,) accumulates -g_t t / s if given.
+template <typename T, bool Cube>
+__attribute__((always_inline)) inline void focus_backward_rows(
+    const T* g, int64_t g_stride, const T* x, int64_t x_stride, const T* s,
+    T* gx, int64_t gx_stride, T* ds, int64_t rows, int64_t C, T p) {
+  constexpr int64_t L = kLanes<T>;
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * x_stride;
+    const T* gr = g + r * g_stride;
+    T* o = gx + r * gx_stride;
+    const T inv_m = T(1) / kernel_row(xr, s, o, C);
+    Vec<T> av = {}, bv = {}, gv = {};
+    power_pass<T, Cube>(
+        o, inv_m, C, p, av, bv,
+        [&](int64_t c0, Vec<T> tp)
+            __attribute__((always_inline)) { gv += load(gr + c0) * tp; },
+        [&](int64_t c, int64_t l, T tp)
+            __attribute__((always_inline)) { gv[l] += gr[c] * tp; });
+    const T a = std::sqrt(lane_sum<T>(av)), b = std::sqrt(lane_sum<T>(bv));
+    const T gdot = lane_sum<T>(gv);
+    const T c_tau = gdot / (a * b), c_pow = p * a / b, c_g = gdot / (b * b);
+    // g_t, then dx = g_t / s where x > 0 and ds -= g_t t / s
+    const Vec<T> zero = {};
+    int64_t c0 = 0;
+    for (; c0 + L <= C; c0 += L) {
+      const Vec<T> t = load(o + c0), sv = load(s + c0);
+      const Vec<T> tau = t * inv_m;
+      const Vec<T> tpm1 = vpower_minus_one<T, Cube>(tau, p);
+      const Vec<T> gt =
+          c_tau * tau + c_pow * tpm1 * (load(gr + c0) - c_g * (tpm1 * tau));
+      if (ds != nullptr) store(ds + c0, load(ds + c0) - gt * t / sv);
+      store(o + c0, load(xr + c0) > zero ? gt / sv : zero);
+    }
+    for (int64_t c = c0; c < C; ++c) {
+      const T t = o[c];
+      const T tau = t * inv_m;
+      const T tpm1 = power_minus_one<T, Cube>(tau, p);
+      const T gt = c_tau * tau + c_pow * tpm1 * (gr[c] - c_g * (tpm1 * tau));
+      if (ds != nullptr) ds[c] -= gt * t / s[c];
+      o[c] = xr[c] > T(0) ? gt / s[c] : T(0);
+    }
+  }
+}
+
 }  // namespace cpu
 }  // namespace mmlinattn
 

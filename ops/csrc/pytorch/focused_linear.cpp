@@ -1,6 +1,6 @@
 // Copyright (c) mmlinattn contributors. All rights reserved.
-// Entry point of the fused focused linear attention: validation and device
-// dispatch.
+// Entry points of the fused focused linear attention, forward and backward:
+// validation and device dispatch.
 #include <cmath>
 
 #include "focused_linear_ops.hpp"
@@ -16,6 +16,14 @@ std::vector<at::Tensor> focused_linear_forward_impl(
                               heads);
 }
 
+std::vector<at::Tensor> focused_linear_backward_impl(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& scale, const at::Tensor& kv,
+    const at::Tensor& z, double p, int64_t heads, bool with_scale) {
+  return DISPATCH_DEVICE_IMPL(focused_linear_backward_impl, grad, q, k, v,
+                              scale, kv, z, p, heads, with_scale);
+}
+
 namespace {
 
 // unit channel stride; any row and batch strides
@@ -23,14 +31,10 @@ at::Tensor rows_of(const at::Tensor& x) {
   return x.stride(2) == 1 ? x : x.contiguous();
 }
 
-}  // namespace
-
-std::vector<at::Tensor> focused_linear_forward(const at::Tensor& q,
-                                               const at::Tensor& k,
-                                               const at::Tensor& v,
-                                               const at::Tensor& scale,
-                                               double p, int64_t heads) {
-  const char* op = "focused_linear_forward";
+// The checks both directions share, for op.
+void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k,
+                  const at::Tensor& v, const at::Tensor& scale, double p,
+                  int64_t heads) {
   TORCH_CHECK_VALUE(
       q.dim() == 3 && k.dim() == 3 && k.sizes() == v.sizes() &&
           k.size(0) == q.size(0) && k.size(2) == q.size(2) &&
@@ -49,6 +53,38 @@ std::vector<at::Tensor> focused_linear_forward(const at::Tensor& q,
   mmlinattn::check_float_pair(op, "q", q, "k", k);
   mmlinattn::check_float_pair(op, "q", q, "v", v);
   mmlinattn::check_float_pair(op, "q", q, "scale", scale);
+}
+
+}  // namespace
+
+std::vector<at::Tensor> focused_linear_forward(const at::Tensor& q,
+                                               const at::Tensor& k,
+                                               const at::Tensor& v,
+                                               const at::Tensor& scale,
+                                               double p, int64_t heads) {
+  check_inputs("focused_linear_forward", q, k, v, scale, p, heads);
   return focused_linear_forward_impl(rows_of(q), rows_of(k), rows_of(v),
                                      scale.contiguous(), p, heads);
+}
+
+std::vector<at::Tensor> focused_linear_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& scale, const at::Tensor& kv,
+    const at::Tensor& z, double p, int64_t heads, bool with_scale) {
+  const char* op = "focused_linear_backward";
+  check_inputs(op, q, k, v, scale, p, heads);
+  const int64_t B = q.size(0), N = q.size(1), C = q.size(2), d = C / heads;
+  TORCH_CHECK_VALUE(grad.sizes() == q.sizes() &&
+                        kv.sizes() == at::IntArrayRef({B, heads, d, d + 1}) &&
+                        z.sizes() == at::IntArrayRef({B, heads, N, 1}),
+                    op, ": expected grad ", shape_str(q), ", kv (B, h, d, d + 1)"
+                    " and z (B, h, N, 1) of the forward, got grad=",
+                    shape_str(grad), ", kv=", shape_str(kv), ", z=",
+                    shape_str(z));
+  mmlinattn::check_float_pair(op, "q", q, "grad", grad);
+  mmlinattn::check_float_pair(op, "q", q, "kv", kv);
+  mmlinattn::check_float_pair(op, "q", q, "z", z);
+  return focused_linear_backward_impl(
+      rows_of(grad), rows_of(q), rows_of(k), rows_of(v), scale.contiguous(),
+      kv.contiguous(), z.contiguous(), p, heads, with_scale);
 }

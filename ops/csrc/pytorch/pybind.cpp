@@ -35,6 +35,10 @@ std::vector<at::Tensor> focused_linear_forward(const at::Tensor& q,
                                                const at::Tensor& v,
                                                const at::Tensor& scale,
                                                double p, int64_t heads);
+std::vector<at::Tensor> focused_linear_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& scale, const at::Tensor& kv,
+    const at::Tensor& z, double p, int64_t heads, bool with_scale);
 
 bool has_cuda() {
 #ifdef MMLINATTN_WITH_CUDA
@@ -76,6 +80,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "normalised focused linear attention of q (B, N, C), k, v (B, n, C)",
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale"),
         py::arg("p"), py::arg("heads"));
+  m.def("focused_linear_backward", &focused_linear_backward,
+        "(grad_q, grad_k, grad_v, per-block scale partials or None) of "
+        "focused_linear_forward, given its kv and normaliser",
+        py::arg("grad"), py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("scale"), py::arg("kv"), py::arg("z"), py::arg("p"),
+        py::arg("heads"), py::arg("with_scale"));
   m.def("depthwise_conv2d_weight_grad", &depthwise_conv2d_weight_grad,
         "weight gradient (C, 1, kh, kw) of a stride-1 depthwise conv of "
         "input (B, C, H, W) with output gradient grad",

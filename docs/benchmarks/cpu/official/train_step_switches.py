@@ -14,7 +14,9 @@ names):
   (``ops.depthwise_conv2d``; off: plain ``F.conv2d``);
 * ``fla``: FLatten's fused focused linear attention kernel
   (``ops.focused_linear_attention``; off: the focusing kernel and batched
-  GEMMs).
+  GEMMs);
+* ``fla_backward``: its backward kernel
+  (``ops.focused_linear_attention_backward``; off: the same composition).
 
 Prints each variant's median step time, its median speed-up over the
 official step and the median minor page faults per step
@@ -43,7 +45,8 @@ p.add_argument('bench_id')
 p.add_argument('--harness', required=True)
 p.add_argument('--src', required=True)
 p.add_argument('--switch', nargs='*', default=['bands', 'recompute'],
-               choices=['bands', 'recompute', 'dwc', 'fla'])
+               choices=['bands', 'recompute', 'dwc', 'fla',
+                        'fla_backward'])
 p.add_argument('--repeats', type=int, default=21)
 p.add_argument('--batch', type=int, default=4)
 p.add_argument('--no-official', action='store_true')
@@ -86,6 +89,8 @@ SWITCHES = {
     'dwc': lambda on: setattr(depthwise_conv, '_use_compiled', compiled_dwc
                               if on else lambda *args: False),
     'fla': lambda on: setattr(focused_linear, '_EXT_HAS_OP', on),
+    'fla_backward': lambda on: setattr(focused_linear, '_EXT_HAS_BACKWARD',
+                                       on),
 }
 variants = {
     ', '.join(f'{s} {"on" if on else "off"}'

@@ -33,6 +33,19 @@ struct Geometry {
   int64_t key_rows;   // key rows per block
 };
 
+// a . b over d elements
+template <typename T>
+__attribute__((always_inline)) inline T row_dot(const T* a, const T* b,
+                                                int64_t d) {
+  constexpr int64_t L = kLanes<T>;
+  Vec<T> acc = {};
+  int64_t c = 0;
+  for (; c + L <= d; c += L) acc += load(a + c) * load(b + c);
+  T dot = lane_sum<T>(acc);
+  for (; c < d; ++c) dot += a[c] * b[c];
+  return dot;
+}
+
 // One block of rows [r0, r0 + rows) of one image's keys: partial (heads, d,
 // ld) = phi(k)_h^T v_h and sums (C,) = column sums of phi(k). phi holds rows
 // x C, v_pad rows x heads x ld with zero padding columns.
@@ -84,27 +97,107 @@ MMLINATTN_SIMD_CLONES void query_block(const Geometry& g, const T* q,
   for (int64_t h = 0; h < g.heads; ++h) {
     T* zh = z + h * g.N + r0;
     const T* mh = mean + h * d;
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* row = phi + r * C + h * d;
-      Vec<T> acc = {};
-      int64_t c = 0;
-      for (; c + L <= d; c += L) acc += load(row + c) * load(mh + c);
-      T dot = lane_sum<T>(acc);
-      for (; c < d; ++c) dot += row[c] * mh[c];
-      zh[r] = dot + eps;
-    }
+    for (int64_t r = 0; r < rows; ++r)
+      zh[r] = row_dot(phi + r * C + h * d, mh, d) + eps;
     tiled_product<T>(phi + h * d, C, 1, kv + h * d * g.ld, g.ld, rows, d,
                      g.ld / L,
                      [&](int64_t i, int64_t j, Vec<T> acc)
                          __attribute__((always_inline)) {
-                           const Vec<T> o = acc / zh[i];
-                           T* dst = out + (r0 + i) * C + h * d + j * L;
-                           if ((j + 1) * L <= d)
-                             store(dst, o);
-                           else
-                             std::memcpy(dst, &o, sizeof(T) * (d - j * L));
+                           store_first(out + (r0 + i) * C + h * d + j * L,
+                                       acc / zh[i], d - j * L);
                          });
   }
+}
+
+// Backward, queries: one block of rows [r0, r0 + rows) of one image. Per
+// head, with G = g / z (rows x ld, zero padded), u = G KV^T and
+// gz = -(phi(q) . u) / z (the normaliser's gradient; phi(q) . u equals
+// g . numerator / z):
+//   g_phi(q) = u + gz mean,  g_KV += phi(q)^T G,  g_mean += gz phi(q),
+// then grad_q through the focusing backward, recomputing phi(q) in cache.
+// kv_t (heads, d, ld) holds each KV^T, mean (C,) the mean keys; partial
+// (heads, d, ld) and mean_partial (C,, zeroed) receive the block's g_KV and
+// g_mean, ds (C,, zeroed) its scale gradient unless nullptr.
+template <typename T, bool Cube>
+MMLINATTN_SIMD_CLONES void query_backward_block(
+    const Geometry& g, const T* grad, int64_t grad_row, const T* q,
+    int64_t q_row, const T* s, T p, const T* kv_t, const T* mean, const T* z,
+    int64_t r0, T* phi, T* g_pad, T* g_phi, T* grad_q, T* partial,
+    T* mean_partial, T* ds) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t rows = std::min(g.rows, g.N - r0), C = g.C, d = g.d;
+  const int64_t heads = g.heads, ld = g.ld;
+  focus_rows<T, Cube>(q + r0 * q_row, q_row, s, phi, C, rows, C, p);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < heads; ++h) {
+      const T zr = z[h * g.N + r0 + r];
+      const T* gr = grad + (r0 + r) * grad_row + h * d;
+      T* dst = g_pad + (r * heads + h) * ld;
+      for (int64_t c = 0; c < d; ++c) dst[c] = gr[c] / zr;
+    }
+  for (int64_t h = 0; h < heads; ++h) {
+    tiled_product<T>(g_pad + h * ld, heads * ld, 1, kv_t + h * d * ld, ld,
+                     rows, d, ld / L,
+                     [&](int64_t i, int64_t j, Vec<T> acc)
+                         __attribute__((always_inline)) {
+                           store_first(g_phi + i * C + h * d + j * L, acc,
+                                       d - j * L);
+                         });
+    const T* mh = mean + h * d;
+    T* gm = mean_partial + h * d;
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* ph = phi + r * C + h * d;
+      T* uh = g_phi + r * C + h * d;
+      const T gz = -row_dot(ph, uh, d) / z[h * g.N + r0 + r];
+      for (int64_t c = 0; c < d; ++c) {
+        uh[c] += gz * mh[c];
+        gm[c] += gz * ph[c];
+      }
+    }
+    tiled_product<T>(phi + h * d, 1, C, g_pad + h * ld, heads * ld, d, rows,
+                     ld / L,
+                     [&](int64_t i, int64_t j, Vec<T> acc)
+                         __attribute__((always_inline)) {
+                           store(partial + (h * d + i) * ld + j * L, acc);
+                         });
+  }
+  focus_backward_rows<T, Cube>(g_phi, C, q + r0 * q_row, q_row, s,
+                               grad_q + r0 * C, C, ds, rows, C, p);
+}
+
+// Backward, keys: one block of rows [r0, r0 + rows) of one image, given
+// gkv (heads, d, ld) = g_KV / n, gkv_t (heads, d, ld) each one's transpose
+// and gmean (heads, ld) = g_mean / n:
+//   grad_v = phi(k) gkv,  g_phi(k) = v gkv^T + gmean,
+// then grad_k through the focusing backward; ds as for the queries.
+template <typename T, bool Cube>
+MMLINATTN_SIMD_CLONES void key_backward_block(
+    const Geometry& g, const T* k, int64_t k_row, const T* v, int64_t v_row,
+    const T* s, T p, const T* gkv, const T* gkv_t, const T* gmean,
+    int64_t r0, T* phi, T* g_phi, T* grad_k, T* grad_v, T* ds) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t rows = std::min(g.key_rows, g.n - r0), C = g.C, d = g.d;
+  const int64_t ld = g.ld;
+  focus_rows<T, Cube>(k + r0 * k_row, k_row, s, phi, C, rows, C, p);
+  for (int64_t h = 0; h < g.heads; ++h) {
+    tiled_product<T>(phi + h * d, C, 1, gkv + h * d * ld, ld, rows, d,
+                     ld / L,
+                     [&](int64_t i, int64_t j, Vec<T> acc)
+                         __attribute__((always_inline)) {
+                           store_first(grad_v + (r0 + i) * C + h * d + j * L,
+                                       acc, d - j * L);
+                         });
+    const T* gm = gmean + h * ld;
+    tiled_product<T>(v + r0 * v_row + h * d, v_row, 1, gkv_t + h * d * ld, ld,
+                     rows, d, ld / L,
+                     [&](int64_t i, int64_t j, Vec<T> acc)
+                         __attribute__((always_inline)) {
+                           store_first(g_phi + i * C + h * d + j * L,
+                                       acc + load(gm + j * L), d - j * L);
+                         });
+  }
+  focus_backward_rows<T, Cube>(g_phi, C, k + r0 * k_row, k_row, s,
+                               grad_k + r0 * C, C, ds, rows, C, p);
 }
 
 std::vector<at::Tensor> focused_linear_forward_cpu(
@@ -183,7 +276,116 @@ std::vector<at::Tensor> focused_linear_forward_cpu(
   return {out, kv, z};
 }
 
+std::vector<at::Tensor> focused_linear_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& scale, const at::Tensor& kv,
+    const at::Tensor& z, double p, int64_t heads, bool with_scale) {
+  const int64_t B = q.size(0), C = q.size(2), d = C / heads;
+  Geometry g{q.size(1), k.size(1), C, heads, d, 0,
+             focused_linear_query_rows(C), 0};
+  const int64_t query_blocks = (g.N + g.rows - 1) / g.rows;
+  auto grad_q = at::empty({B, g.N, C}, q.options());
+  auto grad_k = at::empty({B, g.n, C}, q.options());
+  auto grad_v = at::empty({B, g.n, C}, q.options());
+  at::Tensor partials;
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "focused_linear_backward", [&] {
+    using T = scalar_t;
+    constexpr int64_t L = kLanes<T>;
+    const int64_t ld = g.ld = (d + L - 1) / L * L;
+    g.key_rows = focused_linear_key_rows(C, ld);
+    const int64_t key_blocks = (g.n + g.key_rows - 1) / g.key_rows;
+    const int64_t query_items = B * query_blocks;
+    if (with_scale)
+      partials = at::zeros({query_items + B * key_blocks, C}, q.options());
+    T* ds = with_scale ? partials.data_ptr<T>() : nullptr;
+    const bool cube = p == 3.0;
+    const auto queries = cube ? query_backward_block<T, true>
+                              : query_backward_block<T, false>;
+    const auto keys =
+        cube ? key_backward_block<T, true> : key_backward_block<T, false>;
+    const T* gp = grad.data_ptr<T>();
+    const T* qp = q.data_ptr<T>();
+    const T* kp = k.data_ptr<T>();
+    const T* vp = v.data_ptr<T>();
+    const T* sp = scale.data_ptr<T>();
+    const T* kvp = kv.data_ptr<T>();
+    const T* zp = z.data_ptr<T>();
+    const T pp = static_cast<T>(p);
+    const int64_t kv_size = heads * d * ld;
+    // Per image: each head's KV^T, padded to ld columns, and the mean keys.
+    std::vector<T> kv_t(B * kv_size, T(0)), mean(B * C);
+    at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / C, c = item % C, h = c / d, a = c % d;
+        const T* row = kvp + item * (d + 1);  // row a of head h's [KV | mean]
+        T* col = kv_t.data() + b * kv_size + h * d * ld + a;
+        for (int64_t j = 0; j < d; ++j) col[j * ld] = row[j];
+        mean[item] = row[d];
+      }
+    });
+    std::vector<T> partial(query_items * kv_size), mean_partial(query_items * C);
+    T* gqp = grad_q.data_ptr<T>();
+    at::parallel_for(0, query_items, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> phi(g.rows * C), g_phi(g.rows * C);
+      std::vector<T> g_pad(g.rows * heads * ld, T(0));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / query_blocks, blk = item % query_blocks;
+        queries(g, gp + b * grad.stride(0), grad.stride(1),
+                qp + b * q.stride(0), q.stride(1), sp, pp,
+                kv_t.data() + b * kv_size, mean.data() + b * C,
+                zp + b * heads * g.N, blk * g.rows, phi.data(), g_pad.data(),
+                g_phi.data(), gqp + b * g.N * C,
+                partial.data() + item * kv_size,
+                mean_partial.data() + item * C,
+                ds == nullptr ? nullptr : ds + item * C);
+      }
+    });
+    // Per row c = (h, a) of the stacked (heads * d, ld) products: the
+    // blocks added in order, / n; its transpose into column a of gkv_t.
+    std::vector<T> gkv(B * kv_size), gkv_t(B * kv_size, T(0));
+    std::vector<T> gmean(B * heads * ld, T(0));
+    const T n = static_cast<T>(g.n);
+    at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / C, c = item % C, h = c / d, a = c % d;
+        T* row = gkv.data() + b * kv_size + c * ld;
+        const T* pb = partial.data() + b * query_blocks * kv_size + c * ld;
+        const T* mb = mean_partial.data() + b * query_blocks * C + c;
+        T sum = 0;
+        std::fill(row, row + ld, T(0));
+        for (int64_t blk = 0; blk < query_blocks; ++blk) {
+          for (int64_t j = 0; j < ld; ++j) row[j] += pb[blk * kv_size + j];
+          sum += mb[blk * C];
+        }
+        T* col = gkv_t.data() + b * kv_size + h * d * ld + a;
+        for (int64_t j = 0; j < d; ++j) {
+          row[j] /= n;
+          col[j * ld] = row[j];
+        }
+        gmean[(b * heads + h) * ld + a] = sum / n;
+      }
+    });
+    T* gkp = grad_k.data_ptr<T>();
+    T* gvp = grad_v.data_ptr<T>();
+    at::parallel_for(0, B * key_blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<T> phi(g.key_rows * C), g_phi(g.key_rows * C);
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t b = item / key_blocks, blk = item % key_blocks;
+        keys(g, kp + b * k.stride(0), k.stride(1), vp + b * v.stride(0),
+             v.stride(1), sp, pp, gkv.data() + b * kv_size,
+             gkv_t.data() + b * kv_size, gmean.data() + b * heads * ld,
+             blk * g.key_rows, phi.data(), g_phi.data(), gkp + b * g.n * C,
+             gvp + b * g.n * C,
+             ds == nullptr ? nullptr : ds + (query_items + item) * C);
+      }
+    });
+  });
+  return {grad_q, grad_k, grad_v, partials};
+}
+
 }  // namespace
 
 REGISTER_DEVICE_IMPL(focused_linear_forward_impl, CPU,
                      focused_linear_forward_cpu);
+REGISTER_DEVICE_IMPL(focused_linear_backward_impl, CPU,
+                     focused_linear_backward_cpu);

@@ -32,43 +32,7 @@ MMLINATTN_SIMD_CLONES void backward_rows(const T* g, const T* x,
                                          int64_t x_stride, const T* s,
                                          T* gx, T* ds, int64_t rows,
                                          int64_t C, T p) {
-  constexpr int64_t L = kLanes<T>;
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * x_stride;
-    const T* gr = g + r * C;
-    T* o = gx + r * C;  // holds t until the last pass
-    const T inv_m = T(1) / kernel_row(xr, s, o, C);
-    Vec<T> av = {}, bv = {}, gv = {};
-    power_pass<T, Cube>(
-        o, inv_m, C, p, av, bv,
-        [&](int64_t c0, Vec<T> tp)
-            __attribute__((always_inline)) { gv += load(gr + c0) * tp; },
-        [&](int64_t c, int64_t l, T tp)
-            __attribute__((always_inline)) { gv[l] += gr[c] * tp; });
-    const T a = std::sqrt(lane_sum<T>(av)), b = std::sqrt(lane_sum<T>(bv));
-    const T gdot = lane_sum<T>(gv);
-    const T c_tau = gdot / (a * b), c_pow = p * a / b, c_g = gdot / (b * b);
-    // g_t, then dx = g_t / s where x > 0 and ds -= g_t t / s
-    const Vec<T> zero = {};
-    int64_t c0 = 0;
-    for (; c0 + L <= C; c0 += L) {
-      const Vec<T> t = load(o + c0), sv = load(s + c0);
-      const Vec<T> tau = t * inv_m;
-      const Vec<T> tpm1 = vpower_minus_one<T, Cube>(tau, p);
-      const Vec<T> gt =
-          c_tau * tau + c_pow * tpm1 * (load(gr + c0) - c_g * (tpm1 * tau));
-      if (ds != nullptr) store(ds + c0, load(ds + c0) - gt * t / sv);
-      store(o + c0, load(xr + c0) > zero ? gt / sv : zero);
-    }
-    for (int64_t c = c0; c < C; ++c) {
-      const T t = o[c];
-      const T tau = t * inv_m;
-      const T tpm1 = power_minus_one<T, Cube>(tau, p);
-      const T gt = c_tau * tau + c_pow * tpm1 * (gr[c] - c_g * (tpm1 * tau));
-      if (ds != nullptr) ds[c] -= gt * t / s[c];
-      o[c] = xr[c] > T(0) ? gt / s[c] : T(0);
-    }
-  }
+  focus_backward_rows<T, Cube>(g, C, x, x_stride, s, gx, C, ds, rows, C, p);
 }
 
 at::Tensor focusing_forward_cpu(const at::Tensor& x, const at::Tensor& scale,
