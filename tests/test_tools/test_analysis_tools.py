@@ -262,9 +262,9 @@ def test_benchmark_focusing_writes_paired_rows(tmp_path, monkeypatch):
     ], monkeypatch)
     result = json.loads(out.read_text())
     assert result['op'] == 'focused_linear_attention'
-    assert [row['heads'] for row in result['rows']] == [2]
-    assert_paired_rows(result['rows'], [[2, 10, 16]], ['forward'], 'fused',
-                       'reference')
+    assert [row['heads'] for row in result['rows']] == [2, 2]
+    assert_paired_rows(result['rows'], [[2, 10, 16]],
+                       ['forward', 'forward+backward'], 'fused', 'reference')
 
 
 @pytest.mark.skipif(

@@ -6,8 +6,12 @@ with a per-channel scale. With ``--attention`` it times the whole normalised
 focused linear attention instead (:func:`~mmlinattn.ops.
 focused_linear_attention`: focusing of q and k, the key-value product and the
 normalised query products fused, against the composition of the focusing
-kernel and the batched GEMMs; forward, ``no_grad``), self-attention with
-heads of ``--head-dims`` channels. Each repeat times one call of each
+kernel and the batched GEMMs), self-attention with heads of ``--head-dims``
+channels: forward (``no_grad``), and forward + backward as FLatten's
+attention core runs them (the forward, then
+:func:`~mmlinattn.ops.focused_linear_attention_backward` of a fixed upstream
+gradient from its key-value product and normaliser; reference: both
+compositions). Each repeat times one call of each
 implementation, alternating which goes first; the speed-up is the median of
 the per-repeat ratios reference / fused (min-max beside it).
 
@@ -24,6 +28,8 @@ from typing import Dict, List, Tuple
 import torch
 
 from mmlinattn.ops import (focused_linear_attention,
+                           focused_linear_attention_backward,
+                           focused_linear_attention_backward_reference,
                            focused_linear_attention_reference,
                            focusing_backend, focusing_function,
                            focusing_function_reference)
@@ -40,7 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--attention',
         action='store_true',
-        help='time the fused focused linear attention (forward)')
+        help='time the fused focused linear attention (forward, and '
+        'forward + backward)')
     parser.add_argument(
         '--head-dims',
         type=int,
@@ -95,22 +102,38 @@ def measure_attention(shape: Tuple[int, int, int], p: float, head_dims: int,
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(*shape, generator=generator) for _ in range(3))
     scale = torch.rand(1, 1, channels, generator=generator) + 0.5
+    upstream = torch.randn(*shape, generator=generator)
+    heads = channels // head_dims
     impls = {
-        'fused': focused_linear_attention,
-        'reference': focused_linear_attention_reference
+        'fused':
+        (focused_linear_attention, focused_linear_attention_backward),
+        'reference': (focused_linear_attention_reference,
+                      focused_linear_attention_backward_reference)
     }
 
     def forward(name):
         def call():
             with torch.no_grad():
-                impls[name](q, k, v, scale, p, channels // head_dims)
+                impls[name][0](q, k, v, scale, p, heads)
         return call
 
-    return paired_modes({'forward': forward}, ('reference', 'fused'),
+    def backward(name):
+        attention, gradients = impls[name]
+
+        def call():  # the core's backward needs its forward: both timed
+            with torch.no_grad():
+                _, kv, normaliser = attention(q, k, v, scale, p, heads)
+                gradients(upstream, q, k, v, scale, kv, normaliser, p, heads)
+        return call
+
+    return paired_modes({
+        'forward': forward,
+        'forward+backward': backward
+    }, ('reference', 'fused'),
                         repeat,
                         warmup,
                         shape=list(shape),
-                        heads=channels // head_dims)
+                        heads=heads)
 
 
 def main() -> None:
