@@ -89,18 +89,23 @@ def test_strided_views_and_per_channel_scale(counting):
     assert counting.calls == 2
 
 
-def test_result_does_not_depend_on_the_threads():
-    q, k, v, scale = inputs(2, 700, 700, 64)
+def same_for_one_and_many_threads(op, *args):
+    """Asserts op(*args) is bitwise the same on one thread and on several."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = focused_linear_attention(q, k, v, scale, 3., 2)
+        one = op(*args)
         torch.set_num_threads(max(2, threads))
-        many = focused_linear_attention(q, k, v, scale, 3., 2)
+        many = op(*args)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(one, many):
         assert torch.equal(a, b)
+
+
+def test_result_does_not_depend_on_the_threads():
+    same_for_one_and_many_threads(focused_linear_attention,
+                                  *inputs(2, 700, 700, 64), 3., 2)
 
 
 def test_empty_queries_and_batch(counting):
@@ -285,17 +290,8 @@ def test_backward_strided_inputs_and_no_scale(counting_backward):
 
 
 def test_backward_does_not_depend_on_the_threads():
-    args = backward_inputs(2, 700, 700, 64, 2)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = focused_linear_attention_backward(*args)
-        torch.set_num_threads(max(2, threads))
-        many = focused_linear_attention_backward(*args)
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(one, many):
-        assert torch.equal(a, b)
+    same_for_one_and_many_threads(focused_linear_attention_backward,
+                                  *backward_inputs(2, 700, 700, 64, 2))
 
 
 def test_backward_empty_queries_and_batch(counting_backward):
