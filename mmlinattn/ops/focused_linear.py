@@ -28,8 +28,11 @@ the forward's inputs, key-value product and normaliser: a second CPU kernel
 recomputes phi(q) and phi(k) per block in cache and applies the closed-form
 gradients there (unfused: ~5 batched GEMMs, the focusing backward of both
 and a dozen passes over (B, N, C) tensors, as
-:func:`focused_linear_attention_backward_reference` writes them). Same
-conditions, without the autograd one.
+:func:`focused_linear_attention_backward_reference` writes them). It runs
+for the tensors the forward kernel takes, whatever autograd and autocast do
+(it is called from a backward, and FLatten's core is not used under
+autocast); gradient, key-value product and normaliser in another dtype than
+q are an error either way (the kernel says which to cast).
 """
 from typing import Optional, Tuple
 
@@ -39,7 +42,7 @@ from torch import Tensor
 
 from .ext_loader import ext_module
 from .focusing import (_use_fused, focusing_function,
-                       focusing_function_backward)
+                       focusing_function_backward, scale_gradient)
 
 _EXT_HAS_OP = ext_module is not None and hasattr(ext_module,
                                                  'focused_linear_forward')
@@ -197,14 +200,12 @@ def focused_linear_attention_backward(
         The gradients of q, k, v and of ``scale`` (in its shape; ``None``
         unless ``need_scale``). Not differentiable itself.
     """
-    if (_EXT_HAS_BACKWARD and _kernel_takes(q, k, v, scale)
-            and grad.dtype == kv.dtype == normaliser.dtype == q.dtype):
+    if _EXT_HAS_BACKWARD and _kernel_takes(q, k, v, scale):
         channels = q.shape[-1]
         g_q, g_k, g_v, partials = ext_module.focused_linear_backward(
             grad, q, k, v, scale.reshape(channels), kv, normaliser,
             float(focusing_factor), num_heads, need_scale)
-        return (g_q, g_k, g_v,
-                partials.sum(0).view(scale.shape) if need_scale else None)
+        return g_q, g_k, g_v, scale_gradient(partials, scale)
     return focused_linear_attention_backward_reference(
         grad, q, k, v, scale, kv, normaliser, focusing_factor, num_heads,
         need_scale)

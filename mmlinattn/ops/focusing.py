@@ -72,6 +72,13 @@ def _reference_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
     return grad_x, grad_scale
 
 
+def scale_gradient(partials: Optional[Tensor],
+                   scale: Tensor) -> Optional[Tensor]:
+    """The scale's gradient, in its shape, from the (blocks, C) partial
+    sums a compiled backward returns (``None`` stays ``None``)."""
+    return None if partials is None else partials.sum(0).view(scale.shape)
+
+
 def _fused_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
                     need_x: bool, need_scale: bool):
     channels = x.shape[-1]
@@ -79,7 +86,7 @@ def _fused_backward(grad: Tensor, x: Tensor, scale: Tensor, p: float,
         grad.reshape(-1, channels), x.reshape(-1, channels),
         scale.reshape(channels), p, need_scale)
     return (grad_x.view(x.shape) if need_x else None,
-            partials.sum(0).view(scale.shape) if need_scale else None)
+            scale_gradient(partials, scale))
 
 
 class _Focusing(Function):

@@ -89,8 +89,9 @@ def test_strided_views_and_per_channel_scale(counting):
     assert counting.calls == 2
 
 
-def same_for_one_and_many_threads(op, *args):
-    """Asserts op(*args) is bitwise the same on one thread and on several."""
+def same_for_one_and_many_threads(counter, op, *args):
+    """Asserts op(*args) is bitwise the same on one thread and on several,
+    both times from the kernel that ``counter`` counts."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -101,10 +102,11 @@ def same_for_one_and_many_threads(op, *args):
         torch.set_num_threads(threads)
     for a, b in zip(one, many):
         assert torch.equal(a, b)
+    assert counter.calls == 2
 
 
-def test_result_does_not_depend_on_the_threads():
-    same_for_one_and_many_threads(focused_linear_attention,
+def test_result_does_not_depend_on_the_threads(counting):
+    same_for_one_and_many_threads(counting, focused_linear_attention,
                                   *inputs(2, 700, 700, 64), 3., 2)
 
 
@@ -218,8 +220,9 @@ def counting_backward(count_ext_calls):
 def backward_inputs(B, N, n, C, heads, dtype=torch.float32, p=3.):
     """The forward's inputs, kv and normaliser, and an upstream gradient."""
     q, k, v, scale = inputs(B, N, n, C, dtype)
-    _, kv, normaliser = focused_linear_attention_reference(
-        q, k, v, scale, p, heads)
+    with reference_ops():  # not from the kernels under test
+        _, kv, normaliser = focused_linear_attention_reference(
+            q, k, v, scale, p, heads)
     grad = torch.randn(B, N, C, dtype=dtype,
                        generator=torch.Generator().manual_seed(2))
     return grad, q, k, v, scale, kv, normaliser, p, heads
@@ -227,7 +230,8 @@ def backward_inputs(B, N, n, C, heads, dtype=torch.float32, p=3.):
 
 def assert_backward_matches_reference(*args, need_scale=True):
     got = focused_linear_attention_backward(*args, need_scale)
-    want = focused_linear_attention_backward_reference(*args, need_scale)
+    with reference_ops():  # the focusing backward in PyTorch operations too
+        want = focused_linear_attention_backward_reference(*args, need_scale)
     for a, b in zip(got, want):
         if b is None:
             assert a is None
@@ -289,8 +293,9 @@ def test_backward_strided_inputs_and_no_scale(counting_backward):
     assert counting_backward.calls == 2
 
 
-def test_backward_does_not_depend_on_the_threads():
-    same_for_one_and_many_threads(focused_linear_attention_backward,
+def test_backward_does_not_depend_on_the_threads(counting_backward):
+    same_for_one_and_many_threads(counting_backward,
+                                  focused_linear_attention_backward,
                                   *backward_inputs(2, 700, 700, 64, 2))
 
 
@@ -351,3 +356,6 @@ def test_backward_errors_name_the_fix():
         ext(grad, q, k, v, s, kv, normaliser, p, 3, True)
     with pytest.raises(TypeError, match='cast them to one dtype'):
         ext(grad.double(), q, k, v, s, kv, normaliser, p, heads, True)
+    with pytest.raises(TypeError, match='cast them to one dtype'):
+        focused_linear_attention_backward(grad, q, k, v, scale, kv,
+                                          normaliser.double(), p, heads)

@@ -11,7 +11,7 @@
 // (B, h, d, d + 1) with mean_h as its last column, and z (B, h, N, 1): the
 // tensors the backward keeps. phi(k) and phi(q) are computed per block of
 // rows in cache and never written out. The key sums are taken per block of
-// focused_linear_key_rows rows (a fixed partition by C and d) and the
+// focused_linear_block_rows rows (a fixed partition by C and d) and the
 // blocks are added in order, so the result does not depend on the threads.
 // Float and double; sums accumulate in the input type. C >= 1, n >= 1.
 //
@@ -37,17 +37,14 @@
 
 constexpr double kFocusedLinearNormaliserEps = 1e-6;
 
-// Query rows per block: ~16 K elements of a (rows, C) block, a multiple of
-// 4 within [16, 256]; C >= 1.
-inline int64_t focused_linear_query_rows(int64_t C) {
-  return std::min<int64_t>(256, std::max<int64_t>(16, 16384 / C / 4 * 4));
-}
-
-// Key rows per block: as many, but at least ld (d padded to whole vectors),
-// so that a block's (C, ld) partial key-value product is no larger than its
-// (rows, C) keys.
-inline int64_t focused_linear_key_rows(int64_t C, int64_t ld) {
-  return std::max(focused_linear_query_rows(C), ld);
+// Rows per block of queries or keys: ~16 K elements of a (rows, C) block, a
+// multiple of 4 within [16, 256], and at least ld (d padded to whole
+// vectors) so that the (C, ld) partial products a block adds up (the
+// forward's key blocks, the backward's query blocks) are no larger than its
+// rows. C >= 1.
+inline int64_t focused_linear_block_rows(int64_t C, int64_t ld) {
+  return std::max(
+      std::min<int64_t>(256, std::max<int64_t>(16, 16384 / C / 4 * 4)), ld);
 }
 
 std::vector<at::Tensor> focused_linear_forward_impl(

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "cpu_tile.hpp"
@@ -27,11 +28,48 @@ namespace {
 using namespace mmlinattn::cpu;  // NOLINT: the kernels' vector helpers
 
 struct Geometry {
-  int64_t N, n, C, heads, d;
-  int64_t ld;         // d padded to whole vectors
-  int64_t rows;       // query rows per block
-  int64_t key_rows;   // key rows per block
+  int64_t B, N, n, C, heads, d;
+  int64_t ld;    // d padded to whole vectors
+  int64_t rows;  // rows per block of queries or keys
+  int64_t query_blocks() const { return (N + rows - 1) / rows; }
+  int64_t key_blocks() const { return (n + rows - 1) / rows; }
+  int64_t kv_size() const { return heads * d * ld; }  // padded (h, d, ld)
 };
+
+template <typename T>
+Geometry geometry(const at::Tensor& q, const at::Tensor& k, int64_t heads) {
+  constexpr int64_t L = kLanes<T>;
+  const int64_t C = q.size(2), d = C / heads, ld = (d + L - 1) / L * L;
+  return {q.size(0), q.size(1), k.size(1), C, heads, d, ld,
+          focused_linear_block_rows(C, ld)};
+}
+
+// Scratch that every entry of is written before it is read.
+template <typename T>
+std::unique_ptr<T[]> uninitialised(int64_t size) {
+  return std::unique_ptr<T[]>(new T[size]);
+}
+
+// out[j] = sum over blocks of blocks[blk * stride + j] for j < count, added
+// in block order (zeros without blocks).
+template <typename T>
+void sum_blocks(const T* blocks, int64_t num, int64_t stride, int64_t count,
+                T* out) {
+  if (num == 0) {
+    std::fill(out, out + count, T(0));
+    return;
+  }
+  std::copy(blocks, blocks + count, out);
+  for (int64_t blk = 1; blk < num; ++blk)
+    for (int64_t j = 0; j < count; ++j) out[j] += blocks[blk * stride + j];
+}
+
+// Row a of a head's (d, .) matrix into column a of its padded transpose
+// (d, ld) at col = transpose + a.
+template <typename T>
+void transpose_row(const T* row, int64_t d, int64_t ld, T* col) {
+  for (int64_t j = 0; j < d; ++j) col[j * ld] = row[j];
+}
 
 // a . b over d elements
 template <typename T>
@@ -55,7 +93,7 @@ MMLINATTN_SIMD_CLONES void key_block(const Geometry& g, const T* k,
                                      const T* s, T p, int64_t r0, T* phi,
                                      T* v_pad, T* partial, T* sums) {
   constexpr int64_t L = kLanes<T>;
-  const int64_t rows = std::min(g.key_rows, g.n - r0), C = g.C, d = g.d;
+  const int64_t rows = std::min(g.rows, g.n - r0), C = g.C, d = g.d;
   focus_rows<T, Cube>(k + r0 * k_row, k_row, s, phi, C, rows, C, p);
   int64_t c0 = 0;
   for (; c0 + L <= C; c0 += L) {
@@ -176,7 +214,7 @@ MMLINATTN_SIMD_CLONES void key_backward_block(
     const T* s, T p, const T* gkv, const T* gkv_t, const T* gmean,
     int64_t r0, T* phi, T* g_phi, T* grad_k, T* grad_v, T* ds) {
   constexpr int64_t L = kLanes<T>;
-  const int64_t rows = std::min(g.key_rows, g.n - r0), C = g.C, d = g.d;
+  const int64_t rows = std::min(g.rows, g.n - r0), C = g.C, d = g.d;
   const int64_t ld = g.ld;
   focus_rows<T, Cube>(k + r0 * k_row, k_row, s, phi, C, rows, C, p);
   for (int64_t h = 0; h < g.heads; ++h) {
@@ -203,19 +241,15 @@ MMLINATTN_SIMD_CLONES void key_backward_block(
 std::vector<at::Tensor> focused_linear_forward_cpu(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& scale, double p, int64_t heads) {
-  const int64_t B = q.size(0), C = q.size(2), d = C / heads;
-  Geometry g{q.size(1), k.size(1), C, heads, d, 0,
-             focused_linear_query_rows(C), 0};
-  const int64_t query_blocks = (g.N + g.rows - 1) / g.rows;
-  auto out = at::empty({B, g.N, C}, q.options());
+  const int64_t B = q.size(0), N = q.size(1), C = q.size(2), d = C / heads;
+  auto out = at::empty({B, N, C}, q.options());
   auto kv = at::empty({B, heads, d, d + 1}, q.options());
-  auto z = at::empty({B, heads, g.N, 1}, q.options());
+  auto z = at::empty({B, heads, N, 1}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "focused_linear_forward", [&] {
     using T = scalar_t;
-    constexpr int64_t L = kLanes<T>;
-    g.ld = (d + L - 1) / L * L;
-    g.key_rows = focused_linear_key_rows(C, g.ld);
-    const int64_t key_blocks = (g.n + g.key_rows - 1) / g.key_rows;
+    const Geometry g = geometry<T>(q, k, heads);
+    const int64_t key_blocks = g.key_blocks(), query_blocks = g.query_blocks();
+    const int64_t kv_size = g.kv_size();
     const bool cube = p == 3.0;
     const auto keys = cube ? key_block<T, true> : key_block<T, false>;
     const auto queries = cube ? query_block<T, true> : query_block<T, false>;
@@ -224,40 +258,37 @@ std::vector<at::Tensor> focused_linear_forward_cpu(
     const T* vp = v.data_ptr<T>();
     const T* sp = scale.data_ptr<T>();
     const T pp = static_cast<T>(p);
-    const int64_t kv_size = heads * d * g.ld;
-    std::vector<T> partial(B * key_blocks * kv_size), sums(B * key_blocks * C);
+    auto partial = uninitialised<T>(B * key_blocks * kv_size);
+    auto sums = uninitialised<T>(B * key_blocks * C);
     at::parallel_for(0, B * key_blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> phi(g.key_rows * C);
-      std::vector<T> v_pad(g.key_rows * heads * g.ld, T(0));
+      std::vector<T> phi(g.rows * C);
+      std::vector<T> v_pad(g.rows * heads * g.ld, T(0));
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / key_blocks, blk = item % key_blocks;
         keys(g, kp + b * k.stride(0), k.stride(1), vp + b * v.stride(0),
-             v.stride(1), sp, pp, blk * g.key_rows, phi.data(), v_pad.data(),
-             partial.data() + item * kv_size, sums.data() + item * C);
+             v.stride(1), sp, pp, blk * g.rows, phi.data(), v_pad.data(),
+             partial.get() + item * kv_size, sums.get() + item * C);
       }
     });
     // Per row c of the stacked (heads * d, ld) key-value products: the
     // blocks added in order, / n, then kv's row with the mean key c.
-    std::vector<T> kv_pad(B * kv_size), mean(B * C);
+    auto kv_pad = uninitialised<T>(B * kv_size), mean = uninitialised<T>(B * C);
     const T n = static_cast<T>(g.n);
     T* kvo = kv.data_ptr<T>();
     at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / C, c = item % C;
-        T* row = kv_pad.data() + b * kv_size + c * g.ld;
-        const T* pb = partial.data() + b * key_blocks * kv_size + c * g.ld;
-        const T* sb = sums.data() + b * key_blocks * C + c;
-        T sum = sb[0];
-        std::copy(pb, pb + g.ld, row);
-        for (int64_t blk = 1; blk < key_blocks; ++blk) {
-          for (int64_t j = 0; j < g.ld; ++j) row[j] += pb[blk * kv_size + j];
-          sum += sb[blk * C];
-        }
+        T* row = kv_pad.get() + b * kv_size + c * g.ld;
+        sum_blocks(partial.get() + b * key_blocks * kv_size + c * g.ld,
+                   key_blocks, kv_size, g.ld, row);
+        T sum;
+        sum_blocks(sums.get() + b * key_blocks * C + c, key_blocks, C,
+                   int64_t(1), &sum);
         for (int64_t j = 0; j < g.ld; ++j) row[j] /= n;
-        mean[b * C + c] = sum / n;
-        T* kv_row = kvo + (b * C + c) * (d + 1);
+        mean[item] = sum / n;
+        T* kv_row = kvo + item * (d + 1);
         std::copy(row, row + d, kv_row);
-        kv_row[d] = mean[b * C + c];
+        kv_row[d] = mean[item];
       }
     });
     T* op = out.data_ptr<T>();
@@ -267,9 +298,8 @@ std::vector<at::Tensor> focused_linear_forward_cpu(
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / query_blocks, blk = item % query_blocks;
         queries(g, qp + b * q.stride(0), q.stride(1), sp, pp,
-                kv_pad.data() + b * kv_size, mean.data() + b * C,
-                blk * g.rows, phi.data(), op + b * g.N * C,
-                zp + b * heads * g.N);
+                kv_pad.get() + b * kv_size, mean.get() + b * C,
+                blk * g.rows, phi.data(), op + b * N * C, zp + b * heads * N);
       }
     });
   });
@@ -280,20 +310,17 @@ std::vector<at::Tensor> focused_linear_backward_cpu(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
     const at::Tensor& v, const at::Tensor& scale, const at::Tensor& kv,
     const at::Tensor& z, double p, int64_t heads, bool with_scale) {
-  const int64_t B = q.size(0), C = q.size(2), d = C / heads;
-  Geometry g{q.size(1), k.size(1), C, heads, d, 0,
-             focused_linear_query_rows(C), 0};
-  const int64_t query_blocks = (g.N + g.rows - 1) / g.rows;
-  auto grad_q = at::empty({B, g.N, C}, q.options());
-  auto grad_k = at::empty({B, g.n, C}, q.options());
-  auto grad_v = at::empty({B, g.n, C}, q.options());
+  const int64_t B = q.size(0), N = q.size(1), n = k.size(1), C = q.size(2);
+  const int64_t d = C / heads;
+  auto grad_q = at::empty({B, N, C}, q.options());
+  auto grad_k = at::empty({B, n, C}, q.options());
+  auto grad_v = at::empty({B, n, C}, q.options());
   at::Tensor partials;
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "focused_linear_backward", [&] {
     using T = scalar_t;
-    constexpr int64_t L = kLanes<T>;
-    const int64_t ld = g.ld = (d + L - 1) / L * L;
-    g.key_rows = focused_linear_key_rows(C, ld);
-    const int64_t key_blocks = (g.n + g.key_rows - 1) / g.key_rows;
+    const Geometry g = geometry<T>(q, k, heads);
+    const int64_t key_blocks = g.key_blocks(), query_blocks = g.query_blocks();
+    const int64_t kv_size = g.kv_size(), ld = g.ld;
     const int64_t query_items = B * query_blocks;
     if (with_scale)
       partials = at::zeros({query_items + B * key_blocks, C}, q.options());
@@ -311,19 +338,19 @@ std::vector<at::Tensor> focused_linear_backward_cpu(
     const T* kvp = kv.data_ptr<T>();
     const T* zp = z.data_ptr<T>();
     const T pp = static_cast<T>(p);
-    const int64_t kv_size = heads * d * ld;
     // Per image: each head's KV^T, padded to ld columns, and the mean keys.
-    std::vector<T> kv_t(B * kv_size, T(0)), mean(B * C);
+    std::vector<T> kv_t(B * kv_size, T(0));
+    auto mean = uninitialised<T>(B * C);
     at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / C, c = item % C, h = c / d, a = c % d;
         const T* row = kvp + item * (d + 1);  // row a of head h's [KV | mean]
-        T* col = kv_t.data() + b * kv_size + h * d * ld + a;
-        for (int64_t j = 0; j < d; ++j) col[j * ld] = row[j];
+        transpose_row(row, d, ld, kv_t.data() + b * kv_size + h * d * ld + a);
         mean[item] = row[d];
       }
     });
-    std::vector<T> partial(query_items * kv_size), mean_partial(query_items * C);
+    auto partial = uninitialised<T>(query_items * kv_size);
+    std::vector<T> mean_partial(query_items * C, T(0));
     T* gqp = grad_q.data_ptr<T>();
     at::parallel_for(0, query_items, 1, [&](int64_t begin, int64_t end) {
       std::vector<T> phi(g.rows * C), g_phi(g.rows * C);
@@ -332,50 +359,43 @@ std::vector<at::Tensor> focused_linear_backward_cpu(
         const int64_t b = item / query_blocks, blk = item % query_blocks;
         queries(g, gp + b * grad.stride(0), grad.stride(1),
                 qp + b * q.stride(0), q.stride(1), sp, pp,
-                kv_t.data() + b * kv_size, mean.data() + b * C,
-                zp + b * heads * g.N, blk * g.rows, phi.data(), g_pad.data(),
-                g_phi.data(), gqp + b * g.N * C,
-                partial.data() + item * kv_size,
+                kv_t.data() + b * kv_size, mean.get() + b * C,
+                zp + b * heads * N, blk * g.rows, phi.data(), g_pad.data(),
+                g_phi.data(), gqp + b * N * C, partial.get() + item * kv_size,
                 mean_partial.data() + item * C,
                 ds == nullptr ? nullptr : ds + item * C);
       }
     });
     // Per row c = (h, a) of the stacked (heads * d, ld) products: the
     // blocks added in order, / n; its transpose into column a of gkv_t.
-    std::vector<T> gkv(B * kv_size), gkv_t(B * kv_size, T(0));
-    std::vector<T> gmean(B * heads * ld, T(0));
-    const T n = static_cast<T>(g.n);
+    auto gkv = uninitialised<T>(B * kv_size);
+    std::vector<T> gkv_t(B * kv_size, T(0)), gmean(B * heads * ld, T(0));
+    const T n_keys = static_cast<T>(n);
     at::parallel_for(0, B * C, 16, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / C, c = item % C, h = c / d, a = c % d;
-        T* row = gkv.data() + b * kv_size + c * ld;
-        const T* pb = partial.data() + b * query_blocks * kv_size + c * ld;
-        const T* mb = mean_partial.data() + b * query_blocks * C + c;
-        T sum = 0;
-        std::fill(row, row + ld, T(0));
-        for (int64_t blk = 0; blk < query_blocks; ++blk) {
-          for (int64_t j = 0; j < ld; ++j) row[j] += pb[blk * kv_size + j];
-          sum += mb[blk * C];
-        }
-        T* col = gkv_t.data() + b * kv_size + h * d * ld + a;
-        for (int64_t j = 0; j < d; ++j) {
-          row[j] /= n;
-          col[j * ld] = row[j];
-        }
-        gmean[(b * heads + h) * ld + a] = sum / n;
+        T* row = gkv.get() + b * kv_size + c * ld;
+        sum_blocks(partial.get() + b * query_blocks * kv_size + c * ld,
+                   query_blocks, kv_size, ld, row);
+        T sum;
+        sum_blocks(mean_partial.data() + b * query_blocks * C + c,
+                   query_blocks, C, int64_t(1), &sum);
+        for (int64_t j = 0; j < d; ++j) row[j] /= n_keys;
+        transpose_row(row, d, ld, gkv_t.data() + b * kv_size + h * d * ld + a);
+        gmean[(b * heads + h) * ld + a] = sum / n_keys;
       }
     });
     T* gkp = grad_k.data_ptr<T>();
     T* gvp = grad_v.data_ptr<T>();
     at::parallel_for(0, B * key_blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<T> phi(g.key_rows * C), g_phi(g.key_rows * C);
+      std::vector<T> phi(g.rows * C), g_phi(g.rows * C);
       for (int64_t item = begin; item < end; ++item) {
         const int64_t b = item / key_blocks, blk = item % key_blocks;
         keys(g, kp + b * k.stride(0), k.stride(1), vp + b * v.stride(0),
-             v.stride(1), sp, pp, gkv.data() + b * kv_size,
+             v.stride(1), sp, pp, gkv.get() + b * kv_size,
              gkv_t.data() + b * kv_size, gmean.data() + b * heads * ld,
-             blk * g.key_rows, phi.data(), g_phi.data(), gkp + b * g.n * C,
-             gvp + b * g.n * C,
+             blk * g.rows, phi.data(), g_phi.data(), gkp + b * n * C,
+             gvp + b * n * C,
              ds == nullptr ? nullptr : ds + (query_items + item) * C);
       }
     });
