@@ -274,6 +274,24 @@ def test_core_gradients_pass_gradcheck(counting_backward):
     assert counting_backward.calls > 0
 
 
+def test_core_backward_follows_the_forward(counting_backward,
+                                           count_ext_calls):
+    """A forward of FLatten's core inside reference_ops() gets the reference
+    backward (no compiled focusing either) even when backward runs outside
+    it; a forward outside it gets the kernel."""
+    from mmlinattn.models.attention.focused_linear_attention import \
+        _FocusedLinearCore
+    from mmlinattn.ops import focusing
+    focusing_calls = count_ext_calls(focusing, 'focusing_backward')
+    q, k, v, scale = (t.requires_grad_() for t in inputs(1, 9, 6, 8))
+    with reference_ops():
+        out = _FocusedLinearCore.apply(q, k, v, scale, 3., 2)
+    out.sum().backward()
+    assert counting_backward.calls == 0 and focusing_calls.calls == 0
+    _FocusedLinearCore.apply(q, k, v, scale, 3., 2).sum().backward()
+    assert counting_backward.calls == 1
+
+
 def test_backward_strided_inputs_and_no_scale(counting_backward):
     """q, k, v as chunks of one qkv tensor and a transposed upstream
     gradient give what contiguous copies give; without need_scale the

@@ -5,6 +5,7 @@ Han, Pan, Han, Song, Huang: "FLatten Transformer: Vision Transformer using
 Focused Linear Attention", ICCV 2023 (arXiv 2308.00442).
 """
 import math
+from contextlib import nullcontext
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -14,6 +15,7 @@ from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
 from mmlinattn.ops.depthwise_conv import depthwise_conv2d
+from mmlinattn.ops.ext_loader import reference_forced, reference_ops
 from mmlinattn.ops.focused_linear import (focused_linear_attention,
                                           focused_linear_attention_backward)
 from mmlinattn.ops.focusing import focusing_function
@@ -36,7 +38,8 @@ class _FocusedLinearCore(torch.autograd.Function):
     Autograd of the composition also keeps phi(q), phi(k) and the (N, d)
     numerator, three more (B, N, C) tensors per layer. Same forward values
     (the same operations); gradients equal autograd's up to float summation
-    order.
+    order. A forward inside :func:`~mmlinattn.ops.reference_ops` gets its
+    backward from the references too, wherever backward runs.
     """
 
     @staticmethod
@@ -45,14 +48,16 @@ class _FocusedLinearCore(torch.autograd.Function):
             q, k, v, scale, focusing_factor, num_heads)
         ctx.save_for_backward(q, k, v, scale, kv, normaliser)
         ctx.focusing_factor, ctx.num_heads = focusing_factor, num_heads
+        ctx.reference = reference_forced()
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        return (*focused_linear_attention_backward(
-            grad, *ctx.saved_tensors, ctx.focusing_factor, ctx.num_heads,
-            ctx.needs_input_grad[3]), None, None)
+        with reference_ops() if ctx.reference else nullcontext():
+            return (*focused_linear_attention_backward(
+                grad, *ctx.saved_tensors, ctx.focusing_factor,
+                ctx.num_heads, ctx.needs_input_grad[3]), None, None)
 
 
 def _check_grid(name: str, grid: Sequence[int]) -> Grid:
