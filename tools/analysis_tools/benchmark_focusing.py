@@ -23,7 +23,7 @@ Example (the stage-1 to stage-3 shapes of FLatten-PVT-T at 224, batch 8)::
         --shapes 1x3136x64 1x784x128 1x196x320 --threads 2
 """
 import argparse
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -56,6 +56,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def paired_forward_and_backward(forward: Callable, backward: Callable,
+                                repeat: int, warmup: int,
+                                **row: object) -> List[Dict]:
+    """Paired rows, fused against reference, of the two modes; ``forward``
+    and ``backward`` map an implementation's name to its timed call."""
+    return paired_modes({
+        'forward': forward,
+        'forward+backward': backward
+    }, ('reference', 'fused'), repeat, warmup, **row)
+
+
 def measure(shape: Tuple[int, int, int], p: float, warmup: int,
             repeat: int) -> List[Dict]:
     generator = torch.Generator().manual_seed(0)
@@ -84,13 +95,8 @@ def measure(shape: Tuple[int, int, int], p: float, warmup: int,
             torch.autograd.grad(impls[name](xg, sg, p), (xg, sg), upstream)
         return call
 
-    return paired_modes({
-        'forward': forward,
-        'forward+backward': backward
-    }, ('reference', 'fused'),
-                        repeat,
-                        warmup,
-                        shape=list(shape))
+    return paired_forward_and_backward(forward, backward, repeat, warmup,
+                                       shape=list(shape))
 
 
 def measure_attention(shape: Tuple[int, int, int], p: float, head_dims: int,
@@ -126,14 +132,8 @@ def measure_attention(shape: Tuple[int, int, int], p: float, head_dims: int,
                 gradients(upstream, q, k, v, scale, kv, normaliser, p, heads)
         return call
 
-    return paired_modes({
-        'forward': forward,
-        'forward+backward': backward
-    }, ('reference', 'fused'),
-                        repeat,
-                        warmup,
-                        shape=list(shape),
-                        heads=heads)
+    return paired_forward_and_backward(forward, backward, repeat, warmup,
+                                       shape=list(shape), heads=heads)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ namespace {
 using namespace mmlinattn::cpu;  // NOLINT: the kernels' vector helpers
 
 struct Geometry {
-  int64_t B, N, n, C, heads, d;
+  int64_t N, n, C, heads, d;
   int64_t ld;    // d padded to whole vectors
   int64_t rows;  // rows per block of queries or keys
   int64_t query_blocks() const { return (N + rows - 1) / rows; }
@@ -40,7 +40,7 @@ template <typename T>
 Geometry geometry(const at::Tensor& q, const at::Tensor& k, int64_t heads) {
   constexpr int64_t L = kLanes<T>;
   const int64_t C = q.size(2), d = C / heads, ld = (d + L - 1) / L * L;
-  return {q.size(0), q.size(1), k.size(1), C, heads, d, ld,
+  return {q.size(1), k.size(1), C, heads, d, ld,
           focused_linear_block_rows(C, ld)};
 }
 
